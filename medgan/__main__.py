@@ -1,0 +1,5 @@
+import sys
+
+from medgan.cli import main
+
+sys.exit(main())
