@@ -18,13 +18,14 @@ from typing import List, Optional, Sequence
 
 # Command modules, in the order their commands appear in ``--help``.
 _COMMAND_MODULES: List[str] = [
-    "medgan.cli.io_commands",
-    "medgan.cli.manifest_commands",
-    "medgan.cli.registration_commands",
-    "medgan.cli.simulation_commands",
-    "medgan.cli.evaluation_commands",
-    "medgan.cli.bundle_commands",
-    "medgan.cli.demo_commands",
+    "medgan.cli.io_commands",  # series, convert
+    "medgan.cli.export_commands",  # export-dicom, demo
+    "medgan.cli.manifest_commands",  # manifest validate|scan
+    "medgan.cli.registration_commands",  # register
+    "medgan.cli.simulation_commands",  # simulate
+    "medgan.cli.train_commands",  # train
+    "medgan.cli.evaluation_commands",  # evaluate
+    "medgan.cli.bundle_commands",  # run
 ]
 
 logger = logging.getLogger("medgan")
