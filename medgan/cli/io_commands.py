@@ -1,0 +1,182 @@
+"""``medgan series`` and ``medgan convert``: list DICOM series, convert them to NIfTI.
+
+Both stay free of torch/MONAI imports so they start quickly on a folder of DICOM files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+logger = logging.getLogger(__name__)
+
+_COLUMNS = ("#", "uid", "modality", "description", "kernel", "slices", "thick_mm", "pixel_mm", "step_mm", "tilt_deg",
+            "transfer_syntax", "usable", "note")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``series`` and ``convert`` commands."""
+    series = subparsers.add_parser("series", help="list the DICOM series under a folder",
+                                   description="List every DICOM series under DIR (recursively, DICOMDIR or not): "
+                                               "UID, number, modality, description, kernel, slices, thickness, "
+                                               "spacing, tilt, transfer syntax, and whether it is a usable volume.")
+    series.add_argument("dir", type=Path, help="folder (or file) to scan")
+    series.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    series.add_argument("--show-skipped", action="store_true", help="also list files that are not DICOM images")
+    series.set_defaults(func=_series)
+
+    convert = subparsers.add_parser("convert", help="convert a DICOM series to NIfTI",
+                                    description="Convert one DICOM series to NIfTI (DST.nii.gz), or with --all every "
+                                                "image volume into DST/ with DST/index.json mapping each "
+                                                "SeriesInstanceUID to its file.")
+    convert.add_argument("src", type=Path, help="DICOM folder or file")
+    convert.add_argument("dst", type=Path, help="output .nii/.nii.gz (or a folder with --all)")
+    convert.add_argument("--series", default=None, help="SeriesInstanceUID or SeriesNumber to convert")
+    convert.add_argument("--all", action="store_true", help="convert every usable image volume into the folder DST")
+    convert.add_argument("--tilt", choices=("resample", "shear"), default="resample",
+                         help="gantry tilt: resample onto an orthogonal grid (default) or keep it as a sheared affine")
+    convert.add_argument("--resample-uneven", action="store_true",
+                         help="resample uneven slice spacing (gaps) onto even spacing instead of refusing the series")
+    convert.add_argument("--slice-spacing-mm", type=float, default=None,
+                         help="output slice spacing when resampling (default: the typical input step)")
+    convert.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    convert.set_defaults(func=_convert)
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    if isinstance(value, (tuple, list)):
+        return "x".join(_fmt(v, digits) for v in value)
+    return str(value)
+
+
+def _series(args: argparse.Namespace) -> int:
+    from medgan.io.dicom import scan_series
+
+    found, skipped = scan_series(args.dir)
+    if args.json:
+        payload: Dict[str, Any] = {"series": [s.summary() for s in found]}
+        if args.show_skipped:
+            payload["skipped_files"] = [{"path": f.path, "reason": f.reason} for f in skipped]
+        print(json.dumps(payload, indent=2))
+        return 0
+    rows = [[_fmt(s.series_number), s.key, s.modality, s.description, s.kernel, str(s.n_slices),
+             _fmt(s.slice_thickness_mm), _fmt(s.pixel_spacing_mm), _fmt(s.slice_spacing_mm, 4), _fmt(s.tilt_deg),
+             s.transfer_syntax, "yes" if s.usable else "no", s.reason] for s in found]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(_COLUMNS)]
+    print("  ".join(h.ljust(w) for h, w in zip(_COLUMNS, widths)).rstrip())
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    print(f"{len(found)} series, {sum(s.usable for s in found)} usable volume(s); "
+          f"{len(skipped)} other file(s) skipped" + ("" if args.show_skipped or not skipped else " (--show-skipped)"))
+    if args.show_skipped:
+        for item in skipped:
+            print(f"  skipped {item.path}: {item.reason}")
+    return 0
+
+
+def _is_nifti_name(path: Path) -> bool:
+    return path.name.endswith((".nii", ".nii.gz"))
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from medgan.errors import DicomSeriesError, MedganError, OutputError
+    from medgan.io.dicom import read_dicom_volume, scan_series
+
+    options = {"tilt": args.tilt, "resample_uneven": args.resample_uneven, "slice_spacing_mm": args.slice_spacing_mm}
+    if not args.all:
+        if not _is_nifti_name(args.dst):
+            raise OutputError("the output must be a .nii or .nii.gz file", args.dst,
+                              "name the output like out.nii.gz, or pass --all to convert every series into a folder")
+        volume = read_dicom_volume(args.src, series=args.series, **options)
+        _write(volume, args.dst, args.overwrite)
+        _report(volume, args.dst)
+        return 0
+    if args.series is not None:
+        raise DicomSeriesError("--series and --all exclude each other", args.src, "pass one of them")
+    if _is_nifti_name(args.dst):
+        raise OutputError("with --all the output is a folder", args.dst, "give a folder name without .nii/.nii.gz")
+    found, _ = scan_series(args.src)
+    usable = [s for s in found if s.usable]
+    if not usable:
+        raise DicomSeriesError("no usable image volume found", args.src,
+                               "point at a folder that holds a CT or MR image series (see `medgan series`)")
+    from medgan.utils.atomic import atomic_directory, atomic_path
+
+    index: Dict[str, Any] = {"source": os.fspath(args.src), "series": {}, "failed": {}, "skipped": {}}
+    for info in found:
+        if not info.usable:
+            index["skipped"][info.key] = info.reason
+    with atomic_directory(args.dst, overwrite=args.overwrite) as tmp:
+        names: List[str] = []
+        for info in usable:
+            name = _file_name(info.series_number, info.description, names)
+            try:
+                volume = read_dicom_volume(args.src, series=info.key, scanned=found, **options)
+            except MedganError as err:
+                logger.error("series %s not converted: %s", info.key, err.problem)
+                index["failed"][info.key] = err.problem
+                continue
+            _write(volume, tmp / name, overwrite=True)
+            _report(volume, args.dst / name)
+            index["series"][info.key] = {"file": name, "series_number": info.series_number,
+                                         "description": info.description, "shape": list(volume.array.shape),
+                                         "tilt_handling": volume.meta["tilt_handling"],
+                                         "spacing_handling": volume.meta["spacing_handling"]}
+        with atomic_path(tmp / "index.json") as index_tmp:
+            index_tmp.write_text(json.dumps(index, indent=2))
+    print(f"wrote {len(index['series'])} volume(s) and {args.dst / 'index.json'}"
+          + (f"; {len(index['failed'])} failed (see index.json)" if index["failed"] else ""))
+    return 1 if index["failed"] else 0
+
+
+def _file_name(number: Optional[int], description: str, taken: List[str]) -> str:
+    """``<number>_<description>.nii.gz`` with unsafe characters replaced; unique within ``taken``."""
+    safe = "".join(ch if ch.isalnum() or ch in "-." else "_" for ch in description).strip("_.")[:40]
+    stem = "_".join(part for part in (f"{number:03d}" if number is not None else "series", safe) if part)
+    name, counter = f"{stem}.nii.gz", 1
+    while name in taken:
+        counter += 1
+        name = f"{stem}_{counter}.nii.gz"
+    taken.append(name)
+    return name
+
+
+def _report(volume: Any, path: Path) -> None:
+    meta = volume.meta
+    print(f"{path}: series {meta['SeriesNumber']} ({meta['Modality']}) {volume.array.shape} {volume.array.dtype}, "
+          f"spacing {'x'.join(f'{v:.4g}' for v in meta['spacing_mm'])} mm, tilt {meta['tilt_handling']}, "
+          f"slice spacing {meta['spacing_handling']}")
+
+
+def _write(volume: Any, path: Path, overwrite: bool) -> None:
+    """Write ``volume`` as NIfTI (qform and sform; sform only when the affine is sheared), atomically.
+
+    This stays on nibabel instead of :func:`medgan.io.nifti.write_nifti` because that module imports
+    torch and MONAI at load time (several seconds, hundreds of MB), which would dominate a DICOM
+    conversion; the header conventions are the same.
+    """
+    import nibabel as nib
+    import numpy as np
+
+    from medgan.utils.atomic import atomic_path
+
+    affine = volume.affine
+    image = nib.Nifti1Image(np.asanyarray(volume.array), affine)
+    image.header.set_data_dtype(volume.array.dtype)
+    image.header.set_xyzt_units("mm", "sec")
+    image.set_sform(affine, code=1)
+    columns = affine[:3, :3] / np.linalg.norm(affine[:3, :3], axis=0)
+    sheared = np.abs(columns.T @ columns - np.eye(3)).max() > 1e-6
+    image.set_qform(affine, code=0 if sheared else 1, strip_shears=True)
+    image.header.set_slope_inter(1.0, 0.0)
+    image.header["descrip"] = f"medgan {volume.meta['tilt_handling']}"[:80].encode()
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        nib.save(image, str(tmp))
