@@ -291,8 +291,9 @@ def read_dicom_series(path: PathLike, series: Optional[Union[str, int]] = None, 
 
     volume = read_dicom_volume(path, series=series, tilt=tilt, resample_uneven=resample_uneven,
                                slice_spacing_mm=slice_spacing_mm)
-    return MetaTensor(torch.from_numpy(np.ascontiguousarray(volume.array.transpose(2, 1, 0)).transpose(2, 1, 0)),
-                      affine=torch.as_tensor(volume.affine, dtype=torch.float64), meta=volume.meta)
+    meta = {key: value for key, value in volume.meta.items() if key != "affine"}
+    data = torch.from_numpy(np.ascontiguousarray(volume.array.transpose(2, 1, 0)).transpose(2, 1, 0))
+    return MetaTensor(data, affine=torch.as_tensor(volume.affine, dtype=torch.float64), meta=meta)
 
 
 def looks_like_dicom(path: PathLike) -> bool:
