@@ -77,7 +77,7 @@ class SeriesInfo:
 
     Attributes:
         key: selects this series; the SeriesInstanceUID, or ``UID#SeriesNumber`` when several series
-            numbers share one UID.
+            numbers share one UID (``no-uid:<folder>`` stands in for a blank UID).
         usable: whether it can become a 3D volume; ``reason`` says why not, or what reading it needs.
         records: the slices, in file-discovery order (unsorted).
     """
@@ -360,10 +360,12 @@ def scan_series(root: PathLike) -> Tuple[List[SeriesInfo], List[SkippedFile]]:
     series_list = []
     for (uid, number), members in groups.items():
         first = members[0][1]
-        key = uid if numbers_per_uid[uid] == 1 else f"{uid}#{number}"
-        info = SeriesInfo(key=key, folder=os.path.commonpath([p for p, _ in members]) if len(members) > 1
-                          else os.path.dirname(members[0][0]), n_files=len(members),
-                          **_series_fields(first))  # type: ignore[arg-type]
+        folder = (os.path.commonpath([p for p, _ in members]) if len(members) > 1
+                  else os.path.dirname(members[0][0]))
+        key = uid or f"no-uid:{folder}"  # anonymised exports may blank the UID
+        if numbers_per_uid[uid] > 1:
+            key = f"{key}#{number}"
+        info = SeriesInfo(key=key, folder=folder, n_files=len(members), **_series_fields(first))  # type: ignore[arg-type]
         reason = _skip_reason(first)
         if reason is None:
             try:
