@@ -227,10 +227,10 @@ def synthrad2025_metrics(pred, target, mask=None) -> Dict[str, float]:
 def ldct_window(image: np.ndarray, center_hu: float, width_hu: float) -> np.ndarray:
     """DICOM linear window to [0, 1] as ldct-benchmark applies it (PS3.3 C.11.2.1.2 formula).
 
-    ``((x - (c - 0.5)) / (w - 1) + 0.5)`` clipped to [0, 1]; float64 ``(X, Y, Z)``.
+    ``((x - (c - 0.5)) / (w - 1) + 0.5)`` clipped to [0, 1]; float32 ``(X, Y, Z)``.
     """
-    scaled = (image.astype(np.float64) - (center_hu - 0.5)) / (width_hu - 1.0) + 0.5
-    return np.clip(scaled, 0.0, 1.0)
+    scaled = (image.astype(np.float32) - np.float32(center_hu - 0.5)) / np.float32(width_hu - 1.0) + np.float32(0.5)
+    return np.clip(scaled, 0, 1)
 
 
 def ldct_metrics(pred, target, center_hu: float, width_hu: float) -> Dict[str, float]:
@@ -251,7 +251,7 @@ def ldct_metrics(pred, target, center_hu: float, width_hu: float) -> Dict[str, f
     wt = ldct_window(t, center_hu, width_hu)
     smap = ssim_map(wt, wp, data_range=1.0, spatial_dims=2, window="uniform", win_size=7)
     per_slice_ssim = crop_border(smap, _SYNTHRAD_BORDER, axes=(0, 1)).mean(axis=(0, 1), dtype=np.float64)
-    mse_slices = np.mean((wp - wt) ** 2, axis=(0, 1))
+    mse_slices = np.mean(np.square(wp - wt, dtype=np.float64), axis=(0, 1))
     finite = mse_slices > 0
     psnr = float(np.mean(10.0 * np.log10(1.0 / mse_slices[finite]))) if finite.any() else math.inf
     low, high = _LDCT_RMSE_RANGE_HU

@@ -35,7 +35,7 @@ __all__ = [
 SSIM_K1 = 0.01
 SSIM_K2 = 0.03
 GAUSSIAN_TRUNCATE = 3.5  # 11 taps for sigma 1.5, as in Wang et al. 2004
-_DEFAULT_SLAB = 16
+_DEFAULT_SLAB = 32
 
 
 def ssim_window_radius(window: str, win_size: int = 7, sigma: float = 1.5) -> int:
@@ -74,13 +74,23 @@ def _make_filter(window: str, win_size: int, sigma: float, axes: Tuple[int, ...]
     return _filter
 
 
-def _local_stats(x: np.ndarray, y: np.ndarray, filt: Callable[[np.ndarray], np.ndarray], cov_norm: float):
-    ux = filt(x)
-    uy = filt(y)
-    vx = cov_norm * (filt(x * x) - ux * ux)
-    vy = cov_norm * (filt(y * y) - uy * uy)
-    vxy = cov_norm * (filt(x * y) - ux * uy)
-    return ux, uy, vx, vy, vxy
+def _local_stats(x: np.ndarray, y: np.ndarray, centre: np.float32, filt: Callable[[np.ndarray], np.ndarray],
+                 cov_norm: float):
+    """Local means, variances and covariance of ``x`` and ``y`` (float32, centred for precision).
+
+    The images are shifted by ``centre`` (their joint mean) before filtering (variances do not depend on
+    the shift) so the float32 products keep their significant digits instead of losing them to
+    cancellation of large HU squares.
+    """
+    xc = x - centre
+    yc = y - centre
+    mx = filt(xc)
+    my = filt(yc)
+    norm = np.float32(cov_norm)
+    vx = norm * (filt(xc * xc) - mx * mx)
+    vy = norm * (filt(yc * yc) - my * my)
+    vxy = norm * (filt(xc * yc) - mx * my)
+    return mx + centre, my + centre, vx, vy, vxy
 
 
 def _cov_norm(window: str, win_size: int, sigma: float, n_axes: int, use_sample_covariance: Optional[bool]) -> float:
@@ -93,17 +103,23 @@ def _cov_norm(window: str, win_size: int, sigma: float, n_axes: int, use_sample_
     return n_points / (n_points - 1.0)
 
 
-def _slabwise(func: Callable[[np.ndarray, np.ndarray], np.ndarray], x: np.ndarray, y: np.ndarray, halo: int,
-              slab: int) -> np.ndarray:
-    """Apply ``func`` to slabs along the last axis with ``halo`` slices of context; float32 result."""
+def _slabwise(func: Callable[[np.ndarray, np.ndarray, np.float32], np.ndarray], x: np.ndarray, y: np.ndarray,
+              halo: int, slab: int) -> np.ndarray:
+    """Apply ``func(x_slab, y_slab, centre)`` to slabs along the last axis with ``halo`` slices of context.
+
+    ``centre`` is the joint mean of both whole images, so the result does not depend on ``slab``.
+    """
+    if slab < 1:
+        raise ValueError(f"slab must be >= 1, got {slab}")
+    centre = np.float32(0.5 * (float(x.mean(dtype=np.float64)) + float(y.mean(dtype=np.float64))))
     depth = x.shape[-1]
     out = np.empty(x.shape, dtype=np.float32)
     for start in range(0, depth, slab):
         stop = min(start + slab, depth)
         lo, hi = max(start - halo, 0), min(stop + halo, depth)
-        xs = np.asarray(x[..., lo:hi], dtype=np.float64)
-        ys = np.asarray(y[..., lo:hi], dtype=np.float64)
-        out[..., start:stop] = func(xs, ys)[..., start - lo:stop - lo]
+        xs = np.asarray(x[..., lo:hi], dtype=np.float32)
+        ys = np.asarray(y[..., lo:hi], dtype=np.float32)
+        out[..., start:stop] = func(xs, ys, centre)[..., start - lo:stop - lo]
     return out
 
 
@@ -149,12 +165,12 @@ def ssim_map(
     axes = (0, 1, 2)[:spatial_dims]
     filt = _make_filter(window, win_size, sigma, axes)
     cov_norm = _cov_norm(window, win_size, sigma, spatial_dims, use_sample_covariance)
-    c1 = (SSIM_K1 * data_range) ** 2
-    c2 = (SSIM_K2 * data_range) ** 2
+    c1 = np.float32((SSIM_K1 * data_range) ** 2)
+    c2 = np.float32((SSIM_K2 * data_range) ** 2)
 
-    def _one(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
-        ux, uy, vx, vy, vxy = _local_stats(xs, ys, filt, cov_norm)
-        num = (2.0 * ux * uy + c1) * (2.0 * vxy + c2)
+    def _one(xs: np.ndarray, ys: np.ndarray, centre: np.float32) -> np.ndarray:
+        ux, uy, vx, vy, vxy = _local_stats(xs, ys, centre, filt, cov_norm)
+        num = (2 * ux * uy + c1) * (2 * vxy + c2)
         den = (ux * ux + uy * uy + c1) * (vx + vy + c2)
         return num / den
 
@@ -190,19 +206,19 @@ def ssim_lcs_map(
     radius = ssim_window_radius("uniform", win_size)
     filt = _make_filter("uniform", win_size, 1.5, (0, 1, 2))
     cov_norm = _cov_norm("uniform", win_size, 1.5, 3, True)
-    c1 = (SSIM_K1 * data_range) ** 2
-    c2 = (SSIM_K2 * data_range) ** 2
-    c3 = c2 / 2.0
+    c1 = np.float32((SSIM_K1 * data_range) ** 2)
+    c2 = np.float32((SSIM_K2 * data_range) ** 2)
+    c3 = c2 / 2
     lum_exp, con_exp, str_exp = exponents
 
-    def _one(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
-        ux, uy, vx, vy, vxy = _local_stats(xs, ys, filt, cov_norm)
-        sx = np.sqrt(np.clip(vx, 0.0, None))
-        sy = np.sqrt(np.clip(vy, 0.0, None))
-        lum = np.clip((2.0 * ux * uy + c1) / (ux * ux + uy * uy + c1), 0.0, None)
-        con = np.clip((2.0 * sx * sy + c2) / (vx + vy + c2), 0.0, None)
-        struc = np.clip((vxy + c3) / (sx * sy + c3), 0.0, None)
-        return (lum**lum_exp) * (con**con_exp) * (struc**str_exp)
+    def _one(xs: np.ndarray, ys: np.ndarray, centre: np.float32) -> np.ndarray:
+        ux, uy, vx, vy, vxy = _local_stats(xs, ys, centre, filt, cov_norm)
+        sx = np.sqrt(np.clip(vx, 0, None))
+        sy = np.sqrt(np.clip(vy, 0, None))
+        lum = np.clip((2 * ux * uy + c1) / (ux * ux + uy * uy + c1), 0, None)
+        con = np.clip((2 * sx * sy + c2) / (vx + vy + c2), 0, None)
+        struc = np.clip((vxy + c3) / (sx * sy + c3), 0, None)
+        return (lum ** np.float32(lum_exp)) * (con ** np.float32(con_exp)) * (struc ** np.float32(str_exp))
 
     return _slabwise(_one, x, y, radius, slab)
 
