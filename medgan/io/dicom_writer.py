@@ -56,12 +56,17 @@ STUDY_KEYWORDS = (
     "ReferringPhysicianName", "StudyDescription",
 )
 #: Frame of reference and patient set-up: the output lives in the reference's patient space.
-FRAME_KEYWORDS = ("FrameOfReferenceUID", "PositionReferenceIndicator", "PatientPosition")
+SETUP_KEYWORDS = (
+    "FrameOfReferenceUID", "PositionReferenceIndicator", "PatientPosition", "BodyPartExamined", "Laterality",
+)
+#: Body parts that are not paired: Laterality is left out for them, written empty (unknown) otherwise.
+_UNPAIRED_BODY_PARTS = frozenset({"HEAD", "BRAIN", "SKULL", "NECK", "HEADNECK", "CHEST", "ABDOMEN", "PELVIS",
+                                  "ABDOMENPELVIS", "CHESTABDOMEN", "CHESTABDPELVIS", "SPINE", "WHOLEBODY"})
 #: Type 2 attributes that must be present (possibly empty) in every CT image.
 _TYPE2_KEYWORDS = (
     "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
     "ReferringPhysicianName", "StudyID", "AccessionNumber", "PositionReferenceIndicator",
-    "SeriesNumber", "Manufacturer", "KVP", "AcquisitionNumber", "PatientOrientation",
+    "SeriesNumber", "Manufacturer", "KVP", "AcquisitionNumber", "PatientOrientation", "PatientPosition",
 )
 _MAX_LO = 64  # characters in a LO value (SeriesDescription, ManufacturerModelName)
 _MAX_ST = 1024  # characters in a ST value (DerivationDescription)
@@ -159,7 +164,7 @@ def read_reference_series(
             "point the reference at a single series folder, or select one series by its SeriesInstanceUID")
     first = images[0]
     template = Dataset()
-    for keyword in ("SpecificCharacterSet",) + PATIENT_KEYWORDS + STUDY_KEYWORDS + FRAME_KEYWORDS:
+    for keyword in ("SpecificCharacterSet",) + PATIENT_KEYWORDS + STUDY_KEYWORDS + SETUP_KEYWORDS:
         if keyword in first:
             template[keyword] = first[keyword]
     return ReferenceSeries(
@@ -473,6 +478,11 @@ def _write_series(
         base.DerivationDescription = derivation_description[:_MAX_ST]
     if model_name:
         base.ContributingEquipmentSequence = [_contributing_equipment(model_name, __version__, now)]
+    if not str(template.get("StudyInstanceUID", "")):  # a new study: it happens now
+        base.StudyDate = template.get("StudyDate") or base.SeriesDate
+        base.StudyTime = template.get("StudyTime") or base.SeriesTime
+    if "Laterality" not in base and str(base.get("BodyPartExamined", "")).upper() not in _UNPAIRED_BODY_PARTS:
+        base.Laterality = None  # required for paired or unknown body parts; empty means unknown
     for keyword in _TYPE2_KEYWORDS:
         if keyword not in base:
             setattr(base, keyword, None)
