@@ -69,6 +69,7 @@ class SliceRecord:
     pixel_representation: int
     samples_per_pixel: int
     transfer_syntax: str
+    pixel_offset: Optional[int] = None  # byte offset of uncompressed PixelData in the file, when known
 
 
 @dataclass
@@ -165,8 +166,12 @@ def iter_files(root: PathLike) -> Iterator[Path]:
                 yield path
 
 
+# Values larger than this are not read with the header (pixel data, big private blobs).
+_DEFER_BYTES = 4096
+
+
 def read_header(path: PathLike) -> Dataset:
-    """Read a DICOM header without pixel data.
+    """Read a DICOM header; large values (pixel data) are deferred, not read.
 
     Files without the 128-byte preamble (old ACR-NEMA style) are accepted when they parse to a
     dataset with a SOP class.
@@ -175,9 +180,9 @@ def read_header(path: PathLike) -> Dataset:
         InvalidDicomError: not a DICOM file.
     """
     try:
-        return pydicom.dcmread(os.fspath(path), stop_before_pixels=True)
+        return pydicom.dcmread(os.fspath(path), defer_size=_DEFER_BYTES)
     except InvalidDicomError:
-        ds = pydicom.dcmread(os.fspath(path), stop_before_pixels=True, force=True)
+        ds = pydicom.dcmread(os.fspath(path), defer_size=_DEFER_BYTES, force=True)
         if not sop_class_uid(ds):
             raise
         return ds
@@ -212,8 +217,20 @@ def _functional_item(ds: Dataset, frame: int, sequence: str) -> Optional[Dataset
     return None
 
 
+def _pixel_offset(ds: Dataset) -> Optional[int]:
+    """File offset of the PixelData value when it was deferred and is not encapsulated."""
+    if "PixelData" not in ds:
+        return None
+    element = ds.get_item("PixelData", keep_deferred=True)
+    tell = getattr(element, "value_tell", None)
+    if getattr(element, "value", b"") is not None or tell is None or element.length == 0xFFFFFFFF:
+        return None
+    return int(tell)
+
+
 def _common_pixel_facts(ds: Dataset, transfer_syntax: str) -> Dict[str, object]:
     return {
+        "pixel_offset": _pixel_offset(ds),
         "rows": int(ds.Rows),
         "columns": int(ds.Columns),
         "bits_allocated": int(ds.get("BitsAllocated", 16)),

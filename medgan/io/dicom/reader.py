@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import pydicom
-from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from medgan.errors import DicomSeriesError
 from medgan.io.dicom.discovery import SeriesInfo, SliceRecord, scan_series, select_series
@@ -74,13 +74,19 @@ def _mask_stored_bits(frames: np.ndarray, record: SliceRecord) -> np.ndarray:
 def decode_frames(path: str, record: SliceRecord) -> np.ndarray:
     """Decode every frame of one DICOM file into ``(frames, rows, columns)`` stored values.
 
-    Uncompressed little/big endian data is read straight from the bytes; compressed transfer
-    syntaxes (JPEG lossless, JPEG-LS, JPEG 2000, RLE) go through pydicom's pixel handlers
-    (pylibjpeg/openjpeg/GDCM).
+    Uncompressed little/big endian data is read straight from the file at the offset found while
+    scanning headers; compressed transfer syntaxes (JPEG lossless, JPEG-LS, JPEG 2000, RLE) go
+    through pydicom's pixel handlers (pylibjpeg/openjpeg/GDCM).
 
     Raises:
         DicomSeriesError: the file is truncated, lacks pixel data, or its compression cannot be decoded.
     """
+    endian = _NATIVE_SYNTAXES.get(record.transfer_syntax)
+    native = endian is not None and record.bits_allocated in (8, 16, 32) and record.samples_per_pixel == 1
+    if native and record.pixel_offset is not None:
+        dtype = np.dtype(f"{endian}{'i' if record.pixel_representation else 'u'}{record.bits_allocated // 8}")
+        n_frames = 1 if record.frame is None else _n_frames(path)
+        return _mask_stored_bits(_read_native(path, record, dtype, n_frames), record)
     try:
         ds = pydicom.dcmread(path)
     except (OSError, EOFError, ValueError) as err:
@@ -89,29 +95,10 @@ def decode_frames(path: str, record: SliceRecord) -> np.ndarray:
     if "PixelData" not in ds:
         raise DicomSeriesError("the image has no pixel data", path,
                                "the file is incomplete; copy it again from the archive")
-    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
-    shape = (n_frames, record.rows, record.columns)
-    endian = _NATIVE_SYNTAXES.get(record.transfer_syntax)
+    shape = (int(ds.get("NumberOfFrames", 1) or 1), record.rows, record.columns)
     try:
-        if endian is not None and record.bits_allocated in (8, 16, 32) and record.samples_per_pixel == 1:
-            kind = "i" if record.pixel_representation else "u"
-            dtype = np.dtype(f"{endian}{kind}{record.bits_allocated // 8}")
-            count = int(np.prod(shape))
-            data = ds.PixelData
-            if len(data) < count * dtype.itemsize:
-                raise DicomSeriesError(
-                    f"pixel data holds {len(data)} bytes, the header needs {count * dtype.itemsize}", path,
-                    "the file is truncated; copy it again from the archive")
-            frames = np.frombuffer(data, dtype=dtype, count=count).reshape(shape)
-            if endian == ">":
-                frames = frames.astype(dtype.newbyteorder("="))
-        else:
-            frames = np.asarray(ds.pixel_array).reshape(shape)
-    except DicomSeriesError:
-        raise
+        frames = np.asarray(ds.pixel_array).reshape(shape)
     except (RuntimeError, ValueError, NotImplementedError, AttributeError, TypeError) as err:
-        from pydicom.uid import UID
-
         raise DicomSeriesError(
             f"cannot decode pixel data with transfer syntax {UID(record.transfer_syntax).name} ({err})", path,
             "install the DICOM extras (pip install medgan[dicom]: pylibjpeg, openjpeg, GDCM), or the file is damaged"
@@ -119,21 +106,74 @@ def decode_frames(path: str, record: SliceRecord) -> np.ndarray:
     return _mask_stored_bits(frames, record)
 
 
-def _decode_stack(records: Sequence[SliceRecord]) -> np.ndarray:
-    """``(N, rows, columns)`` stored values of ``records`` in the given order (each file decoded once)."""
+def _n_frames(path: str) -> int:
+    return int(pydicom.dcmread(path, stop_before_pixels=True).get("NumberOfFrames", 1) or 1)
+
+
+def _read_native(path: str, record: SliceRecord, dtype: np.dtype, n_frames: int) -> np.ndarray:
+    """Uncompressed frames read from the file at ``record.pixel_offset`` (no second header parse)."""
+    count = n_frames * record.rows * record.columns
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(record.pixel_offset or 0)
+            data = handle.read(count * dtype.itemsize)
+    except OSError as err:
+        raise DicomSeriesError(f"cannot read the file ({err.strerror})", path,
+                               "check that the file is readable") from None
+    if len(data) < count * dtype.itemsize:
+        raise DicomSeriesError(
+            f"pixel data holds {len(data)} bytes, the header needs {count * dtype.itemsize}", path,
+            "the file is truncated; copy it again from the archive")
+    frames = np.frombuffer(data, dtype=dtype).reshape(n_frames, record.rows, record.columns)
+    return frames.astype(dtype.newbyteorder("=")) if dtype.byteorder == ">" else frames
+
+
+def _declared_int16(records: Sequence[SliceRecord]) -> bool:
+    """Whether every possible stored value, rescaled, is an integer that fits int16."""
+    for record in records:
+        slope, intercept = record.rescale_slope, record.rescale_intercept
+        if slope != round(slope) or intercept != round(intercept):
+            return False
+        bits = record.bits_stored
+        low, high = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if record.pixel_representation else (0, (1 << bits) - 1)
+        ends = (low * slope + intercept, high * slope + intercept)
+        if min(ends) < _INT16.min or max(ends) > _INT16.max:
+            return False
+    return True
+
+
+def _stored_fits_int16(record: SliceRecord) -> bool:
+    return record.bits_stored <= (16 if record.pixel_representation else 15)
+
+
+def _decode_stack(records: Sequence[SliceRecord], rescale_to_int16: bool) -> np.ndarray:
+    """``(N, rows, columns)`` values of ``records`` in the given order, each file decoded once.
+
+    With ``rescale_to_int16`` the slices are rescaled to int16 as they are decoded (one pass);
+    otherwise the stored values are returned for :func:`_rescale`.
+    """
     first = records[0]
-    stack = np.empty((len(records), first.rows, first.columns), dtype=_raw_dtype(records))
+    dtype = np.dtype(np.int16) if rescale_to_int16 else _raw_dtype(records)
+    stack = np.empty((len(records), first.rows, first.columns), dtype=dtype)
     by_file: "OrderedDict[str, List[int]]" = OrderedDict()
     for index, record in enumerate(records):
         by_file.setdefault(record.path, []).append(index)
     for path, indices in by_file.items():
         frames = decode_frames(path, records[indices[0]])
         for index in indices:
-            frame = records[index].frame or 0
+            record = records[index]
+            frame = record.frame or 0
             if frame >= frames.shape[0]:
                 raise DicomSeriesError(f"frame {frame + 1} is missing from the pixel data", path,
                                        "the file is truncated; copy it again from the archive")
-            stack[index] = frames[frame]
+            if rescale_to_int16 and record.rescale_slope == 1 and _stored_fits_int16(record):
+                np.add(frames[frame], np.int16(record.rescale_intercept), out=stack[index], dtype=np.int16,
+                       casting="unsafe")  # one pass; no overflow: the declared range was checked
+            elif rescale_to_int16:
+                stack[index] = (frames[frame].astype(np.int32) * int(record.rescale_slope)
+                                + int(record.rescale_intercept))
+            else:
+                stack[index] = frames[frame]
     return stack
 
 
@@ -223,11 +263,14 @@ def read_dicom_volume(path: PathLike, series: Optional[Union[str, int]] = None, 
     geometry = analyze_stack(info.records, info.folder)
     resample, tilt_handling, spacing_handling = _plan(info, geometry, tilt, resample_uneven, slice_spacing_mm)
     records = [info.records[i] for i in geometry.order]
-    stack = _decode_stack(records)
-    slopes = np.array([r.rescale_slope for r in records], dtype=np.float64)
-    intercepts = np.array([r.rescale_intercept for r in records], dtype=np.float64)
-    values = _rescale(stack, slopes, intercepts)
-    del stack
+    if _declared_int16(records):
+        values = _decode_stack(records, rescale_to_int16=True)
+    else:
+        stack = _decode_stack(records, rescale_to_int16=False)
+        slopes = np.array([r.rescale_slope for r in records], dtype=np.float64)
+        intercepts = np.array([r.rescale_intercept for r in records], dtype=np.float64)
+        values = _rescale(stack, slopes, intercepts)
+        del stack
     fill_value = float(values.min())
     if resample:
         resampled, affine_lps = resample_to_orthogonal(values, geometry, fill_value, slice_spacing_mm)
