@@ -4,7 +4,6 @@ geometry when read back by SimpleITK, dcm2niix and medgan's reader."""
 from __future__ import annotations
 
 import logging
-import math
 import shutil
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from medgan.datasets.phantom import PHANTOM_PATIENT_ID, PHANTOM_PATIENT_NAME, ma
 from medgan.errors import DicomSeriesError, GeometryMismatchError, OutputError
 from medgan.io.dicom_writer import write_derived_ct_series
 from tests.conftest import tree_digest
+from tests.io.test_nifti import rotation_matrix
 
 _SMALL_SHAPE = (48, 56, 10)
 _SMALL_SPACING = (4.0, 3.5, 14.0)
@@ -100,14 +100,6 @@ def assert_same_volume(expected: MetaTensor, array: np.ndarray, affine: np.ndarr
     assert distance.max() < position_tol_mm, f"positions differ by up to {distance.max():.4f} mm"
 
 
-def _rotation(angles_deg):
-    a, b, c = (math.radians(v) for v in angles_deg)
-    rx = np.array([[1, 0, 0], [0, math.cos(a), -math.sin(a)], [0, math.sin(a), math.cos(a)]])
-    ry = np.array([[math.cos(b), 0, math.sin(b)], [0, 1, 0], [-math.sin(b), 0, math.cos(b)]])
-    rz = np.array([[math.cos(c), -math.sin(c), 0], [math.sin(c), math.cos(c), 0], [0, 0, 1]])
-    return rz @ ry @ rx
-
-
 def _grid(kind: str, shape=_SMALL_SHAPE) -> np.ndarray:
     affine = np.eye(4)
     if kind == "axial":  # as a scanner stores it (DICOM 1\0\0\0\1\0)
@@ -115,7 +107,7 @@ def _grid(kind: str, shape=_SMALL_SHAPE) -> np.ndarray:
     elif kind == "ras":  # as dcm2niix/nibabel store it: rows and slices reversed relative to DICOM
         affine[:3, :3] = np.diag([_SMALL_SPACING[0], _SMALL_SPACING[1], -_SMALL_SPACING[2]])
     else:  # oblique in three angles, non-unit anisotropic spacing
-        affine[:3, :3] = _rotation((17.0, -11.0, 28.0)) @ np.diag([3.3, 2.7, 9.5])
+        affine[:3, :3] = rotation_matrix((17.0, -11.0, 28.0)) @ np.diag([3.3, 2.7, 9.5])
     centre = (np.asarray(shape) - 1) / 2.0
     affine[:3, 3] = -affine[:3, :3] @ centre + np.array([1.25, -3.5, 4.0])
     return affine

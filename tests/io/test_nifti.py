@@ -17,7 +17,8 @@ from medgan.io.nifti import read_nifti, validate_volume, write_nifti
 from tests.conftest import tree_digest
 
 
-def _rotation(angles_deg):
+def rotation_matrix(angles_deg):
+    """Rotation about x, then y, then z by the given angles (degrees)."""
     a, b, c = (math.radians(v) for v in angles_deg)
     rx = np.array([[1, 0, 0], [0, math.cos(a), -math.sin(a)], [0, math.sin(a), math.cos(a)]])
     ry = np.array([[math.cos(b), 0, math.sin(b)], [0, 1, 0], [-math.sin(b), 0, math.cos(b)]])
@@ -34,7 +35,7 @@ def _affine(kind: str) -> np.ndarray:
         affine[:3, :3] = np.diag([-0.7, -0.7, 3.0])
         affine[:3, 3] = (120.3, 98.1, -300.0)
     else:  # oblique, anisotropic, left-handed
-        affine[:3, :3] = _rotation((12.0, -7.5, 21.0)) @ np.diag([0.9, 1.1, -2.0])
+        affine[:3, :3] = rotation_matrix((12.0, -7.5, 21.0)) @ np.diag([0.9, 1.1, -2.0])
         affine[:3, 3] = (10.123456, -20.5, 33.0)
     return affine
 
