@@ -50,3 +50,15 @@ def tree_digest(path: Path) -> str:
         digest.update(str(file.relative_to(path.parent if path.is_file() else path)).encode())
         digest.update(file.read_bytes())
     return digest.hexdigest()
+
+
+def dcm2niix_executable() -> str:
+    """Path of the ``dcm2niix`` binary (pip package ``dcm2niix``); skips the test when absent."""
+    import shutil
+    import sys
+
+    beside = Path(sys.executable).parent / "dcm2niix"
+    found = str(beside) if beside.exists() else shutil.which("dcm2niix")
+    if found is None:
+        pytest.skip("dcm2niix (pip package dcm2niix) is not installed")
+    return found

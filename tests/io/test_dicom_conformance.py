@@ -13,9 +13,7 @@ reference arrays dcm2niix wrote.
 from __future__ import annotations
 
 import itertools
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Dict, List, Tuple
 
@@ -24,6 +22,7 @@ import numpy as np
 import pytest
 
 from medgan.io.dicom import read_dicom_volume, scan_series
+from tests.conftest import dcm2niix_executable
 from medgan.io.dicom.discovery import read_header, slice_records
 from medgan.io.dicom.reader import DicomVolume, decode_frames
 
@@ -38,18 +37,10 @@ DCM2NIIX_MISPLACED_TILT = {"1.3.46.670589.33.1.21460354612772622918.291945472518
 _TABLE: List[str] = []
 
 
-def _dcm2niix() -> str:
-    beside = Path(sys.executable).parent / "dcm2niix"
-    found = str(beside) if beside.exists() else shutil.which("dcm2niix")
-    if found is None:
-        pytest.skip("dcm2niix (pip package dcm2niix) is not installed")
-    return found
-
-
 def run_dcm2niix(source: Path, out: Path) -> Dict[str, Dict[str, Path]]:
     """Convert ``source`` with dcm2niix, files named by SeriesInstanceUID; UID -> {suffix: NIfTI}."""
     out.mkdir(parents=True, exist_ok=True)
-    subprocess.run([_dcm2niix(), "-f", "%j", "-z", "n", "-b", "n", "-o", str(out), str(source)],
+    subprocess.run([dcm2niix_executable(), "-f", "%j", "-z", "n", "-b", "n", "-o", str(out), str(source)],
                    check=True, capture_output=True, timeout=300)
     found: Dict[str, Dict[str, Path]] = {}
     for path in sorted(out.glob("*.nii")):
