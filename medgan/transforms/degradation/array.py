@@ -26,6 +26,7 @@ from medgan.transforms.degradation.lowdose import (
     DEFAULT_I0_PHOTONS,
     MU_WATER_PER_MM,
     LowDoseParameters,
+    check_ct_hu,
     check_dose_fraction,
     in_plane_pixel_mm,
     simulate_low_dose,
@@ -74,6 +75,11 @@ def _to_output(array: np.ndarray, affine: np.ndarray, channel: bool, meta: Dict[
     tensor = torch.from_numpy(np.ascontiguousarray(array[None] if channel else array))
     meta = {k: v for k, v in meta.items() if k != "affine"}
     return MetaTensor(tensor, affine=torch.as_tensor(affine, dtype=torch.float64), meta=meta)
+
+
+def _source_name(meta: Dict[str, Any]) -> str:
+    """The file a volume came from, for error messages."""
+    return str(meta.get("filename_or_obj") or "the input volume")
 
 
 def _spacing(affine: np.ndarray) -> Tuple[float, float, float]:
@@ -126,7 +132,8 @@ class SimulateLowDose(Transform):
         """Args: img: ``(X, Y, Z)`` or ``(1, X, Y, Z)`` CT in HU. Returns the low-dose CT (float32 HU)."""
         array, affine, channel, meta = _as_volume(img, None)
         spacing = _spacing(affine) if self.pixel_mm is None else (self.pixel_mm, self.pixel_mm)
-        pixel_mm = in_plane_pixel_mm(spacing)
+        pixel_mm = in_plane_pixel_mm(spacing, _source_name(meta))
+        check_ct_hu(array, _source_name(meta))
         params = self.params.for_shape(array.shape[0], array.shape[1])
         simulate = simulate_low_dose_fast if self.fast else simulate_low_dose
         out = _to_output(simulate(array, pixel_mm, params, num_threads=self.num_threads), affine, channel, meta)
@@ -163,6 +170,7 @@ class SimulateKernel(Transform):
     def __call__(self, img: Any) -> MetaTensor:
         """Args: img: ``(X, Y, Z)`` or ``(1, X, Y, Z)`` CT in HU (an affine is not needed)."""
         array, affine, channel, meta = _as_volume(img, None if isinstance(img, MetaTensor) else np.eye(4))
+        check_ct_hu(array, _source_name(meta))
         params = self.params.for_shape(array.shape[0], array.shape[1])
         out = _to_output(simulate_kernel(array, params, self.num_threads), affine, channel, meta)
         record_parameters(out, type(self).__name__, params.as_dict())
