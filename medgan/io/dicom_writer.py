@@ -389,11 +389,11 @@ def _check_overlap(shape: Sequence[int], affine_lps: np.ndarray, reference: Refe
             "is intact; pass check_overlap=False only if the offset is intended")
 
 
-def _geometry(affine_lps: np.ndarray, n_slices: int) -> Dict[str, Any]:
+def _geometry(affine_lps: np.ndarray, n_slices: int, out_dir: Path) -> Dict[str, Any]:
     spacing = np.linalg.norm(affine_lps[:3, :3], axis=0)
     row_dir, col_dir = affine_lps[:3, 0] / spacing[0], affine_lps[:3, 1] / spacing[1]
     if abs(float(np.dot(row_dir, col_dir))) > 1e-4:
-        raise OutputError("the in-plane axes are not perpendicular (sheared affine)", None,
+        raise OutputError("the in-plane axes of the volume are not perpendicular (sheared affine)", out_dir,
                           "resample the volume onto an orthogonal grid before exporting")
     normal = np.cross(row_dir, col_dir)
     normal /= np.linalg.norm(normal)
@@ -441,7 +441,7 @@ def _write_series(
 ) -> WrittenSeries:
     from medgan import __version__
 
-    geometry = _geometry(affine_lps, volume.shape[2])
+    geometry = _geometry(affine_lps, volume.shape[2], out_dir)
     now = datetime.datetime.now()
     series_uid = generate_uid()
     study_uid = str(template.get("StudyInstanceUID", "")) or generate_uid()

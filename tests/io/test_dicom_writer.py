@@ -310,3 +310,12 @@ def test_real_reference_ct_abdomen(real_file, tmp_path, caplog):
     assert_same_volume(image, *read_medgan(written.directory))
     assert_same_volume(image, *read_sitk(written.directory))
     assert_same_volume(image, *read_dcm2niix(written.directory, tmp_path / "nifti"))
+
+
+def test_in_plane_shear_is_refused(tmp_path):
+    sheared = _grid("axial")
+    sheared[0, 1] = 1.0  # columns no longer perpendicular to rows
+    image = MetaTensor(_phantom("axial").as_tensor(), affine=torch.from_numpy(sheared))
+    with pytest.raises(OutputError, match="not perpendicular"):
+        write_derived_ct_series(image, tmp_path / "series")
+    assert list(tmp_path.iterdir()) == []
