@@ -7,7 +7,7 @@ import argparse
 import json
 import logging
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Sequence
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("--new-study", action="store_true",
                         help="no reference: start a new study with new UIDs and empty patient attributes")
     export.add_argument("--description", default=None, help="SeriesDescription (default: SYNTHETIC CT <model>)")
-    export.add_argument("--derivation", default=None, help="DerivationDescription (default: says synthetic, which model)")
+    export.add_argument("--derivation", default=None,
+                        help="DerivationDescription (default: says synthetic, which model)")
     export.add_argument("--model", default="unknown model", help="name (and version) of the model that made the volume")
     export.add_argument("--series-number", type=int, default=9001, help="SeriesNumber of the new series")
     export.add_argument("--window", type=float, nargs=2, default=(40.0, 400.0), metavar=("CENTER", "WIDTH"),
@@ -121,11 +122,13 @@ def run_demo(
     from medgan.utils.atomic import atomic_path
 
     output_dir = Path(output_dir)
-    input_dir, nifti_path, derived_dir = output_dir / "input_dicom", output_dir / "phantom_ct.nii.gz", output_dir / "derived_dicom"
+    input_dir, derived_dir = output_dir / "input_dicom", output_dir / "derived_dicom"
+    nifti_path = output_dir / "phantom_ct.nii.gz"
 
     def check(ok: bool, what: str, path: Path) -> None:
         if not ok:
-            raise MedganError(f"demo check failed: {what}", path, "this is a bug in medgan; rerun with --debug and report it")
+            raise MedganError(f"demo check failed: {what}", path,
+                              "this is a bug in medgan; rerun with --debug and report it")
 
     def same_geometry(a: Any, b: Any) -> bool:
         corners = np.array([[i, j, k, 1.0] for i in (0, a.shape[0] - 1) for j in (0, a.shape[1] - 1)
@@ -197,7 +200,8 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"  3. NIfTI                                     {summary['nifti']['path']}")
     print(f"  4. derived CT series ({der['model']})  {der['path']} ({der['files']} files)")
     print(f"     SeriesInstanceUID   {der['series_instance_uid']} (new; reference {src['series_instance_uid']})")
-    print(f"     StudyInstanceUID    {der['study_instance_uid']} (same as the reference: {der['study_same_as_reference']})")
+    print(f"     StudyInstanceUID    {der['study_instance_uid']} (same as the reference: "
+          f"{der['study_same_as_reference']})")
     print(f"     FrameOfReferenceUID {der['frame_of_reference_uid']} (same as the reference: "
           f"{der['frame_same_as_reference']})")
     print(f"  5. read back with medgan: voxels identical, positions within {_POSITION_TOL_MM} mm")

@@ -156,7 +156,8 @@ def _coordinates(shape: Tuple[int, int, int], affine: np.ndarray) -> Tuple[np.nd
     return tuple(m[r, 0] * i + m[r, 1] * j + m[r, 2] * k + m[r, 3] for r in range(3))
 
 
-def _ellipsoid(x: np.ndarray, y: np.ndarray, z: np.ndarray, centre: Sequence[float], semi: Sequence[float]) -> np.ndarray:
+def _ellipsoid(x: np.ndarray, y: np.ndarray, z: np.ndarray, centre: Sequence[float],
+               semi: Sequence[float]) -> np.ndarray:
     return (((x - centre[0]) / semi[0]) ** 2 + ((y - centre[1]) / semi[1]) ** 2
             + ((z - centre[2]) / semi[2]) ** 2) <= 1.0
 

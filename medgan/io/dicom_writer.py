@@ -267,15 +267,19 @@ def write_derived_ct_series(
         if not frame_from_reference:
             logger.warning("%s has no FrameOfReferenceUID: the derived series gets a new frame of reference", where)
         if reference.modality and reference.modality != "CT":
-            logger.info("reference modality is %s: the output is a CT series in its study and frame", reference.modality)
+            logger.info("reference modality is %s: the output is a CT series in its study and frame",
+                        reference.modality)
     model = (model_name or _MODEL_UNKNOWN).strip()
-    ref_text = f"reference series {', '.join(reference.series_instance_uids) or '(no UID)'}" if reference else "no reference"
+    ref_text = "no reference"
+    if reference is not None:
+        ref_text = f"reference series {', '.join(reference.series_instance_uids) or '(no UID)'}"
     return _write_series(
         volume, affine_lps, out_dir, template,
         image_type=("DERIVED", "SECONDARY", "AXIAL"),
         series_description=series_description or f"SYNTHETIC CT {model}",
         derivation_description=derivation_description
-        or f"Synthetic CT computed by medgan model {model} ({ref_text}). Not acquired; not for diagnosis without review.",
+        or f"Synthetic CT computed by medgan model {model} ({ref_text}). Not acquired; "
+           "not for diagnosis without review.",
         model_name=model,
         series_number=series_number,
         window=(window_center_hu, window_width_hu),
@@ -340,7 +344,8 @@ def _prepare_volume(image: Any, out_dir: Path) -> Tuple[np.ndarray, np.ndarray]:
     if data.ndim != 3 or min(data.shape) < 1:
         raise OutputError(f"a 3D volume (X, Y, Z) is needed, got shape {data.shape}", out_dir,
                           "drop the channel dimension or pick one volume")
-    if affine_ras.shape != (4, 4) or not np.all(np.isfinite(affine_ras)) or abs(np.linalg.det(affine_ras[:3, :3])) < 1e-9:
+    if (affine_ras.shape != (4, 4) or not np.all(np.isfinite(affine_ras))
+            or abs(np.linalg.det(affine_ras[:3, :3])) < 1e-9):
         raise OutputError("the image affine is not a finite invertible 4x4 matrix", out_dir, "fix the image geometry")
     if data.dtype.kind == "f":
         if not np.all(np.isfinite(data)):
@@ -376,7 +381,8 @@ def _flip(volume: np.ndarray, affine: np.ndarray, axis: int) -> Tuple[np.ndarray
 
 
 def _check_overlap(shape: Sequence[int], affine_lps: np.ndarray, reference: ReferenceSeries, out_dir: Path) -> None:
-    corners = np.array([[i, j, k, 1.0] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1) for k in (0, shape[2] - 1)])
+    corners = np.array([[i, j, k, 1.0] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1)
+                        for k in (0, shape[2] - 1)])
     points = (affine_lps @ corners.T).T[:, :3]
     low, high = points.min(axis=0), points.max(axis=0)
     ref_low, ref_high = reference.bounds_lps_mm

@@ -12,7 +12,6 @@ otherwise ``scanner``), millimetre units, no intensity scaling, and goes through
 
 from __future__ import annotations
 
-import gzip
 import logging
 import os
 import struct

@@ -77,6 +77,7 @@ def test_demo_small(tmp_path, capsys):
     assert len(list((out / "derived_dicom").glob("*.dcm"))) == 12
     assert nib.load(out / "phantom_ct.nii.gz").get_data_dtype() == np.int16
     # a second run replaces the first run's outputs
-    assert main(["demo", "--output-dir", str(out), "--shape", "64", "64", "12", "--spacing-mm", "3.6", "3.6", "16"]) == 0
+    small = ["--shape", "64", "64", "12", "--spacing-mm", "3.6", "3.6", "16"]
+    assert main(["demo", "--output-dir", str(out), *small]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["demo_summary.json", "derived_dicom", "input_dicom",
                                                      "phantom_ct.nii.gz"]
