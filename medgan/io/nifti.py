@@ -17,16 +17,16 @@ import os
 import struct
 import zlib
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Dict, Optional, Sequence, Union
 
 import nibabel as nib
 import numpy as np
-import torch
-from monai.data import MetaTensor
-from monai.utils import MetaKeys, SpaceKeys
 
 from medgan.errors import ImageFileError, OutputError
 from medgan.utils.atomic import atomic_path
+
+if TYPE_CHECKING:  # torch and MONAI are imported only where a MetaTensor is built: writing stays light
+    from monai.data import MetaTensor
 
 PathLike = Union[str, "os.PathLike[str]"]
 DTypeLike = Union[str, np.dtype, type, None]
@@ -136,6 +136,10 @@ def read_nifti(
 
 
 def _to_meta_tensor(data: np.ndarray, affine: np.ndarray, path: Path, nifti_meta: Dict[str, Any]) -> MetaTensor:
+    import torch
+    from monai.data import MetaTensor
+    from monai.utils import MetaKeys, SpaceKeys
+
     meta = {
         "filename_or_obj": str(path),
         MetaKeys.ORIGINAL_AFFINE: affine.copy(),
@@ -197,9 +201,9 @@ def validate_volume(image: Any, path: Optional[PathLike] = None, spatial_dims: i
                              "extract one 3D volume (e.g. one time point or channel) and pass that")
     if any(n == 0 for n in shape):
         raise ImageFileError(f"the image has a zero-size dimension (shape {shape})", path, "re-export the image")
-    values = torch.as_tensor(image)
-    if values.is_floating_point():
-        finite = torch.isfinite(values)
+    values = _as_numpy(image)
+    if values.dtype.kind in "fc":
+        finite = np.isfinite(values)
         if not bool(finite.all()):
             bad = int((~finite).sum())
             raise ImageFileError(f"{bad} voxel(s) are NaN or infinite", path,
@@ -237,15 +241,15 @@ def write_nifti(
     if not _is_nifti_name(path):
         raise OutputError("the output name must end in .nii or .nii.gz", path, "rename the output")
     if affine is None:
-        if not isinstance(image, MetaTensor):
+        if getattr(image, "affine", None) is None:
             raise OutputError("no affine: the image is not a MetaTensor and no affine was given", path,
                               "pass affine=<4x4 voxel-to-RAS matrix>")
         affine = image.affine
-    affine_np = np.asarray(torch.as_tensor(affine).detach().cpu(), dtype=np.float64)
+    affine_np = np.asarray(_as_numpy(affine), dtype=np.float64)
     if affine_np.shape != (4, 4) or not np.all(np.isfinite(affine_np)) or abs(np.linalg.det(affine_np[:3, :3])) < 1e-12:
         raise OutputError(f"the affine is not a finite invertible 4x4 matrix:\n{affine_np}", path,
                           "fix the image geometry before writing")
-    data = np.asarray(torch.as_tensor(image).detach().cpu())
+    data = _as_numpy(image)
     nifti_meta = _nifti_meta(image)
     out_dtype = _choose_dtype(data, dtype, nifti_meta.get("stored_dtype"), path)
     data = _cast(data, out_dtype, path)
@@ -273,6 +277,16 @@ def write_nifti(
         nib.save(img, str(tmp))
     logger.debug("wrote %s: shape %s dtype %s", path, data.shape, out_dtype)
     return path
+
+
+def _as_numpy(value: Any) -> np.ndarray:
+    """A NumPy view of an array, tensor or MetaTensor (moved to the CPU), without importing torch."""
+    if hasattr(value, "detach"):
+        value = value.detach().cpu()
+        if hasattr(value, "as_tensor"):  # MetaTensor: drop the metadata before converting
+            value = value.as_tensor()
+        return value.numpy()
+    return np.asarray(value)
 
 
 def _nifti_meta(image: Any) -> Dict[str, Any]:

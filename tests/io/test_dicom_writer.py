@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import List, Tuple
 
@@ -21,7 +20,7 @@ from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation
 from medgan.datasets.phantom import PHANTOM_PATIENT_ID, PHANTOM_PATIENT_NAME, make_head_phantom, write_phantom_dicom
 from medgan.errors import DicomSeriesError, GeometryMismatchError, OutputError
 from medgan.io.dicom_writer import write_derived_ct_series
-from tests.conftest import tree_digest
+from tests.conftest import dcm2niix_executable, tree_digest
 from tests.io.test_nifti import rotation_matrix
 
 _SMALL_SHAPE = (48, 56, 10)
@@ -64,17 +63,9 @@ def read_sitk(folder: Path) -> Tuple[np.ndarray, np.ndarray]:
     return array, np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine
 
 
-def _dcm2niix_tool() -> str:
-    beside_python = Path(sys.executable).parent / "dcm2niix"
-    tool = str(beside_python) if beside_python.exists() else shutil.which("dcm2niix")
-    if tool is None:
-        pytest.skip("dcm2niix is not installed")
-    return tool
-
-
 def read_dcm2niix(folder: Path, work: Path) -> Tuple[np.ndarray, np.ndarray]:
     work.mkdir(parents=True, exist_ok=True)
-    subprocess.run([_dcm2niix_tool(), "-z", "n", "-f", "out", "-o", str(work), str(folder)],
+    subprocess.run([dcm2niix_executable(), "-z", "n", "-f", "out", "-o", str(work), str(folder)],
                    capture_output=True, check=True)
     outputs = sorted(work.glob("out*.nii"))
     assert len(outputs) == 1, f"dcm2niix wrote {outputs}"
