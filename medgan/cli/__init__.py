@@ -25,6 +25,7 @@ _COMMAND_MODULES: List[str] = [
     "medgan.cli.simulation_commands",  # simulate
     "medgan.cli.train_commands",  # train
     "medgan.cli.evaluation_commands",  # evaluate
+    "medgan.cli.report_commands",  # report
     "medgan.cli.bundle_commands",  # run
 ]
 
