@@ -35,8 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           "see docs/simulation.md)")
     low.add_argument("--electronic-noise", type=float, default=None, help="electronic noise SD in counts")
     low.add_argument("--views", type=int, default=None, help="projection angles (default: from the slice size)")
-    low.add_argument("--filter", choices=_FILTERS, default="shepp-logan",
-                     help="FBP filter of the noise; match the scan's reconstruction (default: shepp-logan)")
+    low.add_argument("--filter", choices=_FILTERS, default="ram-lak",
+                     help="FBP filter of the noise; match the scan's reconstruction (default: ram-lak)")
     low.add_argument("--cutoff", type=float, default=1.0, help="filter cut-off, fraction of Nyquist (default: 1)")
     low.add_argument("--fast", action="store_true", help="image-domain approximation (validated, ~10x faster)")
     low.set_defaults(func=_low_dose)

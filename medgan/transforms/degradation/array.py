@@ -115,7 +115,7 @@ class SimulateLowDose(Transform):
         i0_photons: float = DEFAULT_I0_PHOTONS,
         electronic_noise_sd: float = DEFAULT_ELECTRONIC_NOISE_SD,
         n_views: Optional[int] = None,
-        filter_name: str = "shepp-logan",
+        filter_name: str = "ram-lak",
         cutoff: float = 1.0,
         mu_water_per_mm: float = MU_WATER_PER_MM,
         fast: bool = False,
@@ -130,7 +130,8 @@ class SimulateLowDose(Transform):
 
     def __call__(self, img: Any) -> MetaTensor:
         """Args: img: ``(X, Y, Z)`` or ``(1, X, Y, Z)`` CT in HU. Returns the low-dose CT (float32 HU)."""
-        array, affine, channel, meta = _as_volume(img, None)
+        given_affine = None if isinstance(img, MetaTensor) else _pixel_affine(self.pixel_mm)
+        array, affine, channel, meta = _as_volume(img, given_affine)
         spacing = _spacing(affine) if self.pixel_mm is None else (self.pixel_mm, self.pixel_mm)
         pixel_mm = in_plane_pixel_mm(spacing, _source_name(meta))
         check_ct_hu(array, _source_name(meta))
@@ -263,7 +264,10 @@ class RandSimulateLowDose(_RandSimulation):
 
     def _sample(self) -> Dict[str, Any]:
         lo, hi = self.dose_fraction_range
-        dose = float(np.exp(self.R.uniform(np.log(lo), np.log(hi)))) if self.log_uniform else float(self.R.uniform(lo, hi))
+        if self.log_uniform:
+            dose = float(np.exp(self.R.uniform(np.log(lo), np.log(hi))))
+        else:
+            dose = float(self.R.uniform(lo, hi))
         return {"dose_fraction": min(dose, 1.0), "seed": int(self.R.randint(_MAX_SEED))}
 
     def _transform(self, sampled: Dict[str, Any]) -> Transform:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any, Dict, Hashable, Mapping, Optional, Sequence
 
 from monai.config import KeysCollection
-from monai.transforms import MapTransform, Randomizable, RandomizableTransform, Transform
+from monai.transforms import MapTransform, RandomizableTransform, Transform
 
 from medgan.transforms.degradation.array import (
     RandSimulateKernel,
@@ -42,7 +42,8 @@ class _Simulated(MapTransform):
 class _RandSimulated(RandomizableTransform, MapTransform):
     """Draw the parameters of a ``Rand*`` array simulator once and apply them to every key."""
 
-    def __init__(self, keys: KeysCollection, transform: RandomizableTransform, allow_missing_keys: bool = False) -> None:
+    def __init__(self, keys: KeysCollection, transform: RandomizableTransform,
+                 allow_missing_keys: bool = False) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
         RandomizableTransform.__init__(self, prob=1.0)  # the array transform holds the probability
         self.transform = transform
@@ -66,7 +67,8 @@ class _RandSimulated(RandomizableTransform, MapTransform):
 class SimulateLowDosed(_Simulated):
     """Dictionary version of :class:`SimulateLowDose`; ``kwargs`` are its arguments."""
 
-    def __init__(self, keys: KeysCollection, dose_fraction: float, allow_missing_keys: bool = False, **kwargs: Any) -> None:
+    def __init__(self, keys: KeysCollection, dose_fraction: float, allow_missing_keys: bool = False,
+                 **kwargs: Any) -> None:
         super().__init__(keys, SimulateLowDose(dose_fraction, **kwargs), allow_missing_keys)
 
 
@@ -89,7 +91,8 @@ class SimulateKerneld(_Simulated):
 class RandSimulateKerneld(_RandSimulated):
     """Dictionary version of :class:`RandSimulateKernel`; ``kwargs`` are its arguments."""
 
-    def __init__(self, keys: KeysCollection, prob: float = 1.0, allow_missing_keys: bool = False, **kwargs: Any) -> None:
+    def __init__(self, keys: KeysCollection, prob: float = 1.0, allow_missing_keys: bool = False,
+                 **kwargs: Any) -> None:
         super().__init__(keys, RandSimulateKernel(prob, **kwargs), allow_missing_keys)
 
 
@@ -104,7 +107,8 @@ class SimulateThickSlicesd(_Simulated):
 class RandSimulateThickSlicesd(_RandSimulated):
     """Dictionary version of :class:`RandSimulateThickSlices`; ``kwargs`` are its arguments."""
 
-    def __init__(self, keys: KeysCollection, prob: float = 1.0, allow_missing_keys: bool = False, **kwargs: Any) -> None:
+    def __init__(self, keys: KeysCollection, prob: float = 1.0, allow_missing_keys: bool = False,
+                 **kwargs: Any) -> None:
         super().__init__(keys, RandSimulateThickSlices(prob, **kwargs), allow_missing_keys)
 
 

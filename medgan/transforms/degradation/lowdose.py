@@ -52,7 +52,7 @@ MU_WATER_PER_MM: float = 0.0193
 
 AIR_HU: float = -1000.0
 PADDING_FLOOR_HU: float = -1024.0
-DEFAULT_I0_PHOTONS: float = 4.0e7
+DEFAULT_I0_PHOTONS: float = 6.5e7
 """Effective incident photons per detector bin per view at full dose (see the module docstring)."""
 DEFAULT_ELECTRONIC_NOISE_SD: float = 3.0
 """Electronic noise standard deviation, in detected counts per bin per view."""
@@ -82,7 +82,7 @@ class LowDoseParameters:
     i0_photons: float = DEFAULT_I0_PHOTONS
     electronic_noise_sd: float = DEFAULT_ELECTRONIC_NOISE_SD
     n_views: Optional[int] = None
-    filter_name: str = "shepp-logan"
+    filter_name: str = "ram-lak"
     cutoff: float = 1.0
     mu_water_per_mm: float = MU_WATER_PER_MM
     projector: str = "linear"

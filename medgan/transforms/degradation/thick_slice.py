@@ -78,7 +78,8 @@ def _profile_cdf(profile: str, thickness_mm: float, z: np.ndarray) -> np.ndarray
     return 0.5 * (1.0 + erf(zc / (sigma * math.sqrt(2.0))))
 
 
-def thick_slice_weights(n_thin: int, thin_spacing_mm: float, params: ThickSliceParameters) -> Tuple[np.ndarray, np.ndarray]:
+def thick_slice_weights(n_thin: int, thin_spacing_mm: float,
+                        params: ThickSliceParameters) -> Tuple[np.ndarray, np.ndarray]:
     """Weights of thin slices in each thick slice, and the thick slice centres.
 
     Args:
@@ -114,7 +115,8 @@ def thick_slice_weights(n_thin: int, thin_spacing_mm: float, params: ThickSliceP
     return weights, centres_mm / thin_spacing_mm - 0.5
 
 
-def thick_slice_affine(affine: np.ndarray, centres_vox: np.ndarray, interval_mm: float, thin_spacing_mm: float) -> np.ndarray:
+def thick_slice_affine(affine: np.ndarray, centres_vox: np.ndarray, interval_mm: float,
+                       thin_spacing_mm: float) -> np.ndarray:
     """Affine of the thick volume: same in-plane axes, slice axis scaled, origin at the first thick centre."""
     thin = np.asarray(affine, dtype=np.float64)
     thick = thin.copy()
@@ -123,7 +125,8 @@ def thick_slice_affine(affine: np.ndarray, centres_vox: np.ndarray, interval_mm:
     return thick
 
 
-def simulate_thick_slices(volume: np.ndarray, affine: np.ndarray, params: ThickSliceParameters) -> Tuple[np.ndarray, np.ndarray]:
+def simulate_thick_slices(volume: np.ndarray, affine: np.ndarray,
+                          params: ThickSliceParameters) -> Tuple[np.ndarray, np.ndarray]:
     """Average thin slices into thick ones with a slice sensitivity profile.
 
     Args:
