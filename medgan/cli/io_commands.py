@@ -157,26 +157,14 @@ def _report(volume: Any, path: Path) -> None:
 
 
 def _write(volume: Any, path: Path, overwrite: bool) -> None:
-    """Write ``volume`` as NIfTI (qform and sform; sform only when the affine is sheared), atomically.
+    """Write ``volume`` as NIfTI-1 (sform; qform too unless the affine is sheared), atomically.
 
-    This stays on nibabel instead of :func:`medgan.io.nifti.write_nifti` because that module imports
-    torch and MONAI at load time (several seconds, hundreds of MB), which would dominate a DICOM
-    conversion; the header conventions are the same.
+    This uses :func:`medgan.io.dicom.nifti_out.write_volume_nifti` rather than
+    :func:`medgan.io.nifti.write_nifti`: the latter imports nibabel (about 0.2 s of CPU, as much as
+    reading a 300-slice series) and copies the voxels into C order before writing; the header
+    conventions are the same.
     """
-    import nibabel as nib
-    import numpy as np
+    from medgan.io.dicom.nifti_out import write_volume_nifti
 
-    from medgan.utils.atomic import atomic_path
-
-    affine = volume.affine
-    image = nib.Nifti1Image(np.asanyarray(volume.array), affine)
-    image.header.set_data_dtype(volume.array.dtype)
-    image.header.set_xyzt_units("mm", "sec")
-    image.set_sform(affine, code=1)
-    columns = affine[:3, :3] / np.linalg.norm(affine[:3, :3], axis=0)
-    sheared = np.abs(columns.T @ columns - np.eye(3)).max() > 1e-6
-    image.set_qform(affine, code=0 if sheared else 1, strip_shears=True)
-    image.header.set_slope_inter(1.0, 0.0)
-    image.header["descrip"] = f"medgan {volume.meta['tilt_handling']}"[:80].encode()
-    with atomic_path(path, overwrite=overwrite) as tmp:
-        nib.save(image, str(tmp))
+    write_volume_nifti(volume.array, volume.affine, path, description=f"medgan {volume.meta['tilt_handling']}",
+                       overwrite=overwrite)

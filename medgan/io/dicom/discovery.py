@@ -1,8 +1,15 @@
 """Find DICOM files under a folder, read their headers and group them into series.
 
-Only headers are read here (``stop_before_pixels``); pixels are decoded later, for the selected
-series only. A multi-frame (enhanced) object yields one :class:`SliceRecord` per frame, so the
-geometry code sees single-frame and enhanced series alike.
+Only headers are read here: :func:`medgan.io.dicom.header.parse_header` (fast, no pydicom) for the
+common files, pydicom for the rest; pixels are decoded later, for the selected series only (and for
+files that repeat one SOPInstanceUID, to tell identical copies from conflicting images). A
+multi-frame (enhanced) object yields one :class:`SliceRecord` per frame, so the geometry code sees
+single-frame and enhanced series alike.
+
+Problems are attached to the series they concern, so ``medgan series`` lists them and converting
+that series refuses with the file named: files that are truncated or lack pixel data, files that
+cannot be read (attached to every series with files in the same folder, since their series is
+unknown), and files a DICOMDIR/DIRFILE lists but that are missing.
 
 Patient attributes (name, ID, birth date) are never read into these records, so they cannot end up
 in a log line or an error message.
@@ -15,15 +22,12 @@ import os
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
-import pydicom
-from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
-from pydicom.uid import UID
 
 from medgan.errors import DicomSeriesError
+from medgan.io.dicom.header import Header, HeaderFallback, NotDicom, iter_records, parse_header
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +42,51 @@ VOLUME_SOP_CLASSES: Dict[str, str] = {
     "1.2.840.10008.5.1.4.1.1.128": "PET Image Storage",
     "1.2.840.10008.5.1.4.1.1.130": "Enhanced PET Image Storage",
     "1.2.840.10008.5.1.4.1.1.20": "NM Image Storage",
+}
+# Names of UIDs met in CT/MR archives (pydicom's names), so listing a folder needs no pydicom import.
+UID_NAMES: Dict[str, str] = {
+    **VOLUME_SOP_CLASSES,
+    "1.2.840.10008.1.2": "Implicit VR Little Endian",
+    "1.2.840.10008.1.2.1": "Explicit VR Little Endian",
+    "1.2.840.10008.1.2.1.99": "Deflated Explicit VR Little Endian",
+    "1.2.840.10008.1.2.2": "Explicit VR Big Endian",
+    "1.2.840.10008.1.2.4.50": "JPEG Baseline (Process 1)",
+    "1.2.840.10008.1.2.4.51": "JPEG Extended (Process 2 and 4)",
+    "1.2.840.10008.1.2.4.57": "JPEG Lossless, Non-Hierarchical (Process 14)",
+    "1.2.840.10008.1.2.4.70": "JPEG Lossless, Non-Hierarchical, First-Order Prediction "
+                              "(Process 14 [Selection Value 1])",
+    "1.2.840.10008.1.2.4.80": "JPEG-LS Lossless Image Compression",
+    "1.2.840.10008.1.2.4.81": "JPEG-LS Lossy (Near-Lossless) Image Compression",
+    "1.2.840.10008.1.2.4.90": "JPEG 2000 Image Compression (Lossless Only)",
+    "1.2.840.10008.1.2.4.91": "JPEG 2000 Image Compression",
+    "1.2.840.10008.1.2.4.201": "High-Throughput JPEG 2000 Image Compression (Lossless Only)",
+    "1.2.840.10008.1.2.4.202": "High-Throughput JPEG 2000 with RPCL Options Image Compression (Lossless Only)",
+    "1.2.840.10008.1.2.4.203": "High-Throughput JPEG 2000 Image Compression",
+    "1.2.840.10008.1.2.5": "RLE Lossless",
+    "1.2.840.10008.1.3.10": "Media Storage Directory Storage",
+    "1.2.840.10008.5.1.4.1.1.1": "Computed Radiography Image Storage",
+    "1.2.840.10008.5.1.4.1.1.1.1": "Digital X-Ray Image Storage - For Presentation",
+    "1.2.840.10008.5.1.4.1.1.2.2": "Legacy Converted Enhanced CT Image Storage",
+    "1.2.840.10008.5.1.4.1.1.4.2": "MR Spectroscopy Storage",
+    "1.2.840.10008.5.1.4.1.1.6.1": "Ultrasound Image Storage",
+    "1.2.840.10008.5.1.4.1.1.7": "Secondary Capture Image Storage",
+    "1.2.840.10008.5.1.4.1.1.7.1": "Multi-frame Single Bit Secondary Capture Image Storage",
+    "1.2.840.10008.5.1.4.1.1.7.2": "Multi-frame Grayscale Byte Secondary Capture Image Storage",
+    "1.2.840.10008.5.1.4.1.1.7.3": "Multi-frame Grayscale Word Secondary Capture Image Storage",
+    "1.2.840.10008.5.1.4.1.1.7.4": "Multi-frame True Color Secondary Capture Image Storage",
+    "1.2.840.10008.5.1.4.1.1.11.1": "Grayscale Softcopy Presentation State Storage",
+    "1.2.840.10008.5.1.4.1.1.66": "Raw Data Storage",
+    "1.2.840.10008.5.1.4.1.1.66.1": "Spatial Registration Storage",
+    "1.2.840.10008.5.1.4.1.1.66.4": "Segmentation Storage",
+    "1.2.840.10008.5.1.4.1.1.88.11": "Basic Text SR Storage",
+    "1.2.840.10008.5.1.4.1.1.88.22": "Enhanced SR Storage",
+    "1.2.840.10008.5.1.4.1.1.88.33": "Comprehensive SR Storage",
+    "1.2.840.10008.5.1.4.1.1.88.67": "X-Ray Radiation Dose SR Storage",
+    "1.2.840.10008.5.1.4.1.1.104.1": "Encapsulated PDF Storage",
+    "1.2.840.10008.5.1.4.1.1.481.1": "RT Image Storage",
+    "1.2.840.10008.5.1.4.1.1.481.2": "RT Dose Storage",
+    "1.2.840.10008.5.1.4.1.1.481.3": "RT Structure Set Storage",
+    "1.2.840.10008.5.1.4.1.1.481.5": "RT Plan Storage",
 }
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 # Tolerance on direction cosines when checking that slices share an orientation.
@@ -70,6 +119,7 @@ class SliceRecord:
     samples_per_pixel: int
     transfer_syntax: str
     pixel_offset: Optional[int] = None  # byte offset of uncompressed PixelData in the file, when known
+    n_frames: int = 1  # frames in the file
 
 
 @dataclass
@@ -101,6 +151,7 @@ class SeriesInfo:
     records: List[SliceRecord] = field(default_factory=list, repr=False)
     usable: bool = False
     reason: str = ""
+    fix: str = ""  # what the user can do when the series is not usable
     # Filled by geometry analysis when the header geometry can be judged.
     pixel_spacing_mm: Optional[Tuple[float, float]] = None
     slice_spacing_mm: Optional[float] = None
@@ -142,19 +193,32 @@ class SkippedFile:
 
     path: str
     reason: str
+    damaged: bool = False  # a DICOM file (or an unreadable one) that may belong to a series
 
 
-def iter_files(root: PathLike) -> Iterator[Path]:
-    """Every regular file under ``root`` (or ``root`` itself), sorted, following no symlink loops."""
+def iter_files(root: PathLike, skipped: Optional[List[SkippedFile]] = None) -> Iterator[Path]:
+    """Every regular file under ``root`` (or ``root`` itself), sorted, each once.
+
+    Symbolic links are followed, but a link back into a folder already walked (a loop) is not, and a
+    file reached twice through links is yielded once. Loops and folders that cannot be listed are
+    appended to ``skipped`` when given.
+    """
     root = Path(root)
     if root.is_file():
         yield root
         return
-    seen_dirs = set()
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+    seen_dirs, seen_files = set(), set()
+
+    def _unlistable(err: OSError) -> None:
+        if skipped is not None:
+            skipped.append(SkippedFile(str(err.filename), f"folder cannot be listed ({err.strerror})", damaged=True))
+
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=_unlistable):
         real = os.path.realpath(dirpath)
-        if real in seen_dirs:  # a symlink loop: do not descend twice
+        if real in seen_dirs:  # a symlink loop (or a second link to one folder): do not descend twice
             dirnames[:] = []
+            if skipped is not None:
+                skipped.append(SkippedFile(dirpath, f"symbolic link to {real}, already walked: not followed again"))
             continue
         seen_dirs.add(real)
         dirnames.sort()
@@ -162,30 +226,61 @@ def iter_files(root: PathLike) -> Iterator[Path]:
             if name.startswith("."):
                 continue
             path = Path(dirpath) / name
+            real_file = os.path.realpath(path)
+            if real_file in seen_files:
+                continue
+            seen_files.add(real_file)
             if path.is_file():
                 yield path
+            elif skipped is not None and path.is_symlink():
+                skipped.append(SkippedFile(str(path), "broken or looping symbolic link"))
 
 
 # Values larger than this are not read with the header (pixel data, big private blobs).
 _DEFER_BYTES = 4096
 
 
-def read_header(path: PathLike) -> Dataset:
-    """Read a DICOM header; large values (pixel data) are deferred, not read.
+def read_header(path: PathLike) -> Any:
+    """Read a DICOM header up to the pixel data (which is not read).
 
-    Files without the 128-byte preamble (old ACR-NEMA style) are accepted when they parse to a
-    dataset with a SOP class.
+    Returns a :class:`~medgan.io.dicom.header.Header` from the fast parser, or a pydicom ``Dataset``
+    (large values deferred) for files the fast parser leaves to pydicom. Both answer ``get``,
+    ``in`` and attribute access by keyword. Files without the 128-byte preamble (old ACR-NEMA
+    style) are accepted when they parse to a dataset with a SOP class.
 
     Raises:
-        InvalidDicomError: not a DICOM file.
+        NotDicom: not a DICOM file.
+        OSError: the file cannot be read.
     """
+    try:
+        return parse_header(path)
+    except HeaderFallback as why:
+        logger.debug("%s: read with pydicom (%s)", path, why)
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
     try:
         return pydicom.dcmread(os.fspath(path), defer_size=_DEFER_BYTES)
     except InvalidDicomError:
+        pass
+    try:
         ds = pydicom.dcmread(os.fspath(path), defer_size=_DEFER_BYTES, force=True)
-        if not sop_class_uid(ds):
-            raise
-        return ds
+    except (ValueError, EOFError, KeyError, TypeError, AttributeError, NotImplementedError) as err:
+        raise NotDicom(f"not a DICOM file ({type(err).__name__})") from None
+    if not sop_class_uid(ds):
+        raise NotDicom("no SOP class")
+    return ds
+
+
+def uid_name(uid: str) -> str:
+    """The name of a DICOM UID (SOP class, transfer syntax); pydicom is asked only for rare ones."""
+    if not uid:
+        return ""
+    if uid in UID_NAMES:
+        return UID_NAMES[uid]
+    from pydicom.uid import UID
+
+    return UID(uid).name
 
 
 def _float_or_none(value: object) -> Optional[float]:
@@ -202,7 +297,7 @@ def _int_or_none(value: object) -> Optional[int]:
         return None
 
 
-def _functional_item(ds: Dataset, frame: int, sequence: str) -> Optional[Dataset]:
+def _functional_item(ds: Any, frame: int, sequence: str) -> Any:
     """The item of a functional-group ``sequence`` for ``frame``: per-frame first, then shared."""
     per_frame = ds.get("PerFrameFunctionalGroupsSequence")
     if per_frame is not None and frame < len(per_frame):
@@ -217,8 +312,10 @@ def _functional_item(ds: Dataset, frame: int, sequence: str) -> Optional[Dataset
     return None
 
 
-def _pixel_offset(ds: Dataset) -> Optional[int]:
+def _pixel_offset(ds: Any) -> Optional[int]:
     """File offset of the PixelData value when it was deferred and is not encapsulated."""
+    if isinstance(ds, Header):
+        return ds.pixel_offset if ds.pixel_length is not None else None
     if "PixelData" not in ds:
         return None
     element = ds.get_item("PixelData", keep_deferred=True)
@@ -228,9 +325,10 @@ def _pixel_offset(ds: Dataset) -> Optional[int]:
     return int(tell)
 
 
-def _common_pixel_facts(ds: Dataset, transfer_syntax: str) -> Dict[str, object]:
+def _common_pixel_facts(ds: Any, transfer_syntax: str) -> Dict[str, object]:
     return {
         "pixel_offset": _pixel_offset(ds),
+        "n_frames": _int_or_none(ds.get("NumberOfFrames")) or 1,
         "rows": int(ds.Rows),
         "columns": int(ds.Columns),
         "bits_allocated": int(ds.get("BitsAllocated", 16)),
@@ -241,12 +339,15 @@ def _common_pixel_facts(ds: Dataset, transfer_syntax: str) -> Dict[str, object]:
     }
 
 
-def slice_records(ds: Dataset, path: str) -> List[SliceRecord]:
+def slice_records(ds: Any, path: str) -> List[SliceRecord]:
     """The per-frame geometry and rescale facts of one image object.
 
     Raises:
-        DicomSeriesError: the object lacks the geometry a volume needs.
+        DicomSeriesError: the object lacks pixel data or the geometry a volume needs.
     """
+    if "PixelData" not in ds:
+        raise DicomSeriesError("the image has no pixel data", path,
+                               "the file is incomplete: copy it again from the archive, or move it out of the folder")
     transfer_syntax = str(ds.file_meta.get("TransferSyntaxUID", "")) if hasattr(ds, "file_meta") else ""
     common = _common_pixel_facts(ds, transfer_syntax)
     sop_uid = str(ds.get("SOPInstanceUID", ""))
@@ -291,7 +392,7 @@ def slice_records(ds: Dataset, path: str) -> List[SliceRecord]:
         **common)]  # type: ignore[arg-type]
 
 
-def sop_class_uid(ds: Dataset) -> str:
+def sop_class_uid(ds: Any) -> str:
     """SOPClassUID of the dataset, or MediaStorageSOPClassUID of its file meta when absent."""
     value = ds.get("SOPClassUID")
     if not value and hasattr(ds, "file_meta"):
@@ -299,11 +400,11 @@ def sop_class_uid(ds: Dataset) -> str:
     return str(value or "")
 
 
-def _skip_reason(ds: Dataset) -> Optional[str]:
+def _skip_reason(ds: Any) -> Optional[str]:
     """Why an object is not a volume slice, judged from its header alone; None if it may be one."""
     sop_class = sop_class_uid(ds)
     if sop_class not in VOLUME_SOP_CLASSES:
-        name = UID(sop_class).name if sop_class else "unknown SOP class"
+        name = uid_name(sop_class) if sop_class else "unknown SOP class"
         if "Rows" not in ds:
             return f"not an image ({name})"
         return f"{name}: not a cross-sectional image (secondary captures and dose reports are skipped)"
@@ -315,9 +416,9 @@ def _skip_reason(ds: Dataset) -> Optional[str]:
     return None
 
 
-def _series_fields(ds: Dataset) -> Dict[str, object]:
+def _series_fields(ds: Any) -> Dict[str, object]:
     kernel = ds.get("ConvolutionKernel", "")
-    if isinstance(kernel, (list, tuple, pydicom.multival.MultiValue)):
+    if kernel is not None and not isinstance(kernel, (str, bytes)):  # multi-valued
         kernel = "\\".join(str(k) for k in kernel)
     return {
         "series_instance_uid": str(ds.get("SeriesInstanceUID", "")),
@@ -325,8 +426,8 @@ def _series_fields(ds: Dataset) -> Dict[str, object]:
         "modality": str(ds.get("Modality", "")),
         "description": str(ds.get("SeriesDescription", "")),
         "kernel": str(kernel),
-        "sop_class": VOLUME_SOP_CLASSES.get(sop_class_uid(ds), UID(sop_class_uid(ds)).name),
-        "transfer_syntax": (UID(str(ds.file_meta.TransferSyntaxUID)).name
+        "sop_class": uid_name(sop_class_uid(ds)),
+        "transfer_syntax": (uid_name(str(ds.file_meta.get("TransferSyntaxUID")))
                             if hasattr(ds, "file_meta") and "TransferSyntaxUID" in ds.file_meta else ""),
         "study_instance_uid": str(ds.get("StudyInstanceUID", "")),
         "frame_of_reference_uid": str(ds.get("FrameOfReferenceUID", "")),
@@ -339,16 +440,19 @@ def _series_fields(ds: Dataset) -> Dict[str, object]:
 def scan_series(root: PathLike) -> Tuple[List[SeriesInfo], List[SkippedFile]]:
     """Find every series under ``root`` (recursively; DICOMDIR folders included) from headers alone.
 
-    Image series get their geometry judged (slice spacing, tilt, gaps) so ``usable``/``reason`` say
-    whether, and how, they become a volume. Non-image objects, scouts and secondary captures are
-    returned as unusable series with the reason.
+    Image series get their geometry judged (slice spacing, tilt, gaps) so ``usable``/``reason``/``fix``
+    say whether, and how, they become a volume. Non-image objects, scouts and secondary captures are
+    returned as unusable series with the reason. Identical copies of one image (same SOPInstanceUID,
+    position and pixels) are dropped with a warning. A series is not usable when one of its files is
+    truncated or lacks pixel data, when a file in its folder cannot be read, or when a DICOMDIR lists
+    files of it that are missing (these are also logged as warnings).
 
     Args:
         root: a folder or a single DICOM file.
 
     Returns:
-        ``(series, skipped_files)``: series sorted by (SeriesNumber, UID); files that are not DICOM
-        or cannot be parsed, with the reason.
+        ``(series, skipped_files)``: series sorted by (SeriesNumber, UID); files that are not part
+        of a series (not DICOM, DICOMDIR indexes, unreadable), with the reason.
 
     Raises:
         DicomSeriesError: ``root`` does not exist.
@@ -358,49 +462,256 @@ def scan_series(root: PathLike) -> Tuple[List[SeriesInfo], List[SkippedFile]]:
     root = Path(root)
     if not root.exists():
         raise DicomSeriesError("no such file or folder", root, "check the path")
-    groups: Dict[Tuple[str, Optional[int]], List[Tuple[str, Dataset]]] = defaultdict(list)
+    groups: Dict[Tuple[str, Optional[int]], List[Tuple[str, Any]]] = defaultdict(list)
+    damaged_members: Dict[Tuple[str, Optional[int]], List[str]] = defaultdict(list)
     skipped: List[SkippedFile] = []
-    for path in iter_files(root):
+    missing: List[Tuple[str, str, Optional[Dict[str, Any]]]] = []  # (missing file, DICOMDIR, SERIES record)
+    for path in iter_files(root, skipped):
         try:
             ds = read_header(path)
-        except InvalidDicomError:
+        except NotDicom:
             skipped.append(SkippedFile(str(path), "not a DICOM file"))
             continue
-        except (OSError, ValueError, EOFError, KeyError, TypeError, AttributeError) as err:
-            skipped.append(SkippedFile(str(path), f"unreadable DICOM header ({type(err).__name__})"))
+        except OSError as err:
+            skipped.append(SkippedFile(str(path), f"cannot be read ({err.strerror or type(err).__name__})", True))
             continue
-        if sop_class_uid(ds) == MEDIA_STORAGE_DIRECTORY or "DirectoryRecordSequence" in ds:
+        except (ValueError, EOFError, KeyError, TypeError, AttributeError, NotImplementedError) as err:
+            skipped.append(SkippedFile(str(path), f"damaged DICOM header ({type(err).__name__})", True))
+            continue
+        if sop_class_uid(ds) == MEDIA_STORAGE_DIRECTORY or "DirectoryRecordSequence" in ds or \
+                getattr(ds, "records", None) is not None:
             skipped.append(SkippedFile(str(path), "DICOMDIR/DIRFILE index (the files it lists are scanned directly)"))
+            missing.extend((lost, str(path), series) for lost, series in _missing_references(path, ds))
             continue
-        groups[(str(ds.get("SeriesInstanceUID", "")), _int_or_none(ds.get("SeriesNumber")))].append((str(path), ds))
-    numbers_per_uid = Counter(uid for uid, _ in groups)
+        group = (str(ds.get("SeriesInstanceUID", "")), _int_or_none(ds.get("SeriesNumber")))
+        if getattr(ds, "truncated", False):
+            if group[0]:
+                damaged_members[group].append(f"{path}: {ds.problem}")
+            else:
+                skipped.append(SkippedFile(str(path), ds.problem, True))
+            continue
+        groups[group].append((str(path), ds))
+    numbers_per_uid = Counter(uid for uid, _ in set(groups) | set(damaged_members))
     series_list = []
-    for (uid, number), members in groups.items():
-        first = members[0][1]
-        folder = (os.path.commonpath([p for p, _ in members]) if len(members) > 1
-                  else os.path.dirname(members[0][0]))
-        key = uid or f"no-uid:{folder}"  # anonymised exports may blank the UID
-        if numbers_per_uid[uid] > 1:
-            key = f"{key}#{number}"
-        info = SeriesInfo(key=key, folder=folder, n_files=len(members), **_series_fields(first))  # type: ignore[arg-type]
-        reason = _skip_reason(first)
-        if reason is None:
+    for group in list(groups) + [g for g in damaged_members if g not in groups]:
+        uid, number = group
+        members = groups.get(group, [])
+        info = _new_series(uid, number, members, damaged_members.get(group, []), numbers_per_uid[uid] > 1)
+        if damaged_members.get(group):
+            _refuse(info, f"{len(damaged_members[group])} file(s) of this series are damaged: "
+                    + _first(damaged_members[group]), _FIX_DAMAGED)
+        elif members:
+            reason = _skip_reason(members[0][1])
             try:
                 for path, ds in members:
                     other = _skip_reason(ds)
-                    if other is not None:
+                    if reason is None and other is not None:
                         reason = f"mixed series: {path} is a {other}"
-                        break
-                    info.records.extend(slice_records(ds, path))
+                    if reason is None:
+                        info.records.extend(slice_records(ds, path))
             except DicomSeriesError as err:
-                reason = err.problem + f" ({err.path})"
-        if reason is None:
-            info.usable, info.reason = judge_series(info)
-        else:
-            info.reason = reason
+                _refuse(info, f"{err.problem} ({err.path})", err.fix or "")
+            if reason is not None:
+                _refuse(info, reason, "select an image series (see `medgan series`)")
         series_list.append(info)
+    _attach_unreadable(series_list, [s for s in skipped if s.damaged])
+    series_list.extend(_attach_missing(series_list, missing))
+    for info in series_list:
+        if info.reason:
+            continue
+        duplicates = _drop_identical_copies(info)
+        info.usable, info.reason = judge_series(info)
+        if duplicates and info.usable:
+            info.reason = "; ".join(part for part in (info.reason, duplicates) if part)
     series_list.sort(key=lambda s: (s.series_number if s.series_number is not None else -1, s.series_instance_uid))
+    for item in skipped:
+        if item.damaged:
+            logger.warning("%s: %s", item.path, item.reason)
     return series_list, skipped
+
+
+_FIX_DAMAGED = "copy the damaged file(s) again from the archive, or move them out of the folder if they do not belong"
+_FIX_UNREADABLE = ("make the file(s) readable (check permissions, e.g. chmod a+r) or move them out of the folder; "
+                   "their series is unknown, so any series in that folder may be incomplete")
+_FIX_MISSING = ("copy the missing file(s) from the archive (the DICOMDIR lists them), or remove the DICOMDIR "
+                "if the folder was deliberately reduced")
+
+
+def _first(items: Sequence[str], limit: int = 3) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def _new_series(uid: str, number: Optional[int], members: List[Tuple[str, Any]], damaged: List[str],
+                several_numbers: bool) -> SeriesInfo:
+    paths = [p for p, _ in members] + [entry.split(": ", 1)[0] for entry in damaged]
+    folder = os.path.commonpath(paths) if len(paths) > 1 else os.path.dirname(paths[0])
+    key = uid or f"no-uid:{folder}"  # anonymised exports may blank the UID
+    if several_numbers:
+        key = f"{key}#{number}"
+    if members:
+        return SeriesInfo(key=key, folder=folder, n_files=len(paths), **_series_fields(members[0][1]))  # type: ignore[arg-type]
+    return _placeholder(key, uid, number, folder, len(paths), {})
+
+
+def _placeholder(key: str, uid: str, number: Optional[int], folder: str, n_files: int,
+                 record: Dict[str, Any]) -> SeriesInfo:
+    """A series known only from damaged files or from a DICOMDIR record."""
+    return SeriesInfo(key=key, series_instance_uid=uid, series_number=number, modality=str(record.get("Modality", "")),
+                      description=str(record.get("SeriesDescription", "")), kernel="", sop_class="",
+                      transfer_syntax="", study_instance_uid="", frame_of_reference_uid="", image_type=(),
+                      slice_thickness_mm=None, gantry_tilt_tag_deg=None, folder=folder, n_files=n_files)
+
+
+def _refuse(info: SeriesInfo, reason: str, fix: str) -> None:
+    """Mark ``info`` unusable; the first problem found is the one reported."""
+    info.usable = False
+    if not info.reason:
+        info.reason, info.fix = reason, fix
+
+
+def _member_dirs(info: SeriesInfo) -> set:
+    return {os.path.dirname(r.path) for r in info.records} or {info.folder}
+
+
+def _attach_unreadable(series: List[SeriesInfo], unreadable: Sequence[SkippedFile]) -> None:
+    """Files whose series is unknown make every series with files in their folder unusable."""
+    for info in series:
+        dirs = _member_dirs(info)
+        near = [f"{item.path} ({item.reason})" for item in unreadable if os.path.dirname(item.path) in dirs]
+        if near:
+            _refuse(info, f"{len(near)} file(s) in its folder cannot be read, and may be slices of it: {_first(near)}",
+                    _FIX_UNREADABLE)
+
+
+def _attach_missing(series: List[SeriesInfo], missing: Sequence[Tuple[str, str, Optional[Dict[str, Any]]]],
+                    ) -> List[SeriesInfo]:
+    """Attach files a DICOMDIR lists but that are missing to their series; new entries for lost series."""
+    by_key: Dict[str, Tuple[SeriesInfo, List[str], str]] = {}
+    extra: List[SeriesInfo] = []
+    for lost, dicomdir, record in missing:
+        uid = str((record or {}).get("SeriesInstanceUID", "") or "")
+        targets = [s for s in series if uid and s.series_instance_uid == uid]
+        if not uid:
+            targets = [s for s in series if os.path.dirname(lost) in _member_dirs(s) and s.records]
+        if not targets:
+            key = uid or f"missing:{os.path.dirname(lost)}"
+            known = next((s for s in extra if s.key == key), None)
+            if known is None:
+                known = _placeholder(key, uid, _int_or_none((record or {}).get("SeriesNumber")), os.path.dirname(lost),
+                                     0, record or {})
+                extra.append(known)
+            targets = [known]
+        for info in targets:
+            entry = by_key.setdefault(info.key, (info, [], dicomdir))
+            entry[1].append(lost)
+    for info, lost_files, dicomdir in by_key.values():
+        logger.warning("%s lists %d file(s) of series %s that are missing: %s", dicomdir, len(lost_files), info.key,
+                       _first(lost_files))
+        info.usable = False
+        info.reason = (f"{len(lost_files)} file(s) listed in {dicomdir} are missing: {_first(lost_files)}"
+                       + (f"; also {info.reason}" if info.reason else ""))
+        info.fix = _FIX_MISSING
+    return extra
+
+
+def _directory_records(ds: Any) -> List[Dict[str, Any]]:
+    """DICOMDIR records as dicts with ``_parent`` (fast parser or pydicom dataset)."""
+    if isinstance(ds, Header):
+        return list(iter_records(ds))
+    items = []
+    for item in ds.get("DirectoryRecordSequence", []):
+        record = {keyword: item.get(keyword) for keyword in
+                  ("OffsetOfTheNextDirectoryRecord", "OffsetOfReferencedLowerLevelDirectoryEntity",
+                   "DirectoryRecordType", "ReferencedFileID", "SeriesInstanceUID", "SeriesNumber", "Modality",
+                   "SeriesDescription") if keyword in item}
+        record["_offset"] = item.seq_item_tell
+        items.append(record)
+    return list(iter_records(Header(path="", values={}, file_meta={}, records=items)))
+
+
+def _missing_references(path: Path, ds: Any) -> List[Tuple[str, Optional[Dict[str, Any]]]]:
+    """``(file, SERIES record)`` for every file ``ds`` (a DICOMDIR/DIRFILE) lists that does not exist.
+
+    ReferencedFileID is relative to the DICOMDIR's folder by the standard; some scanners (Philips
+    DIRFILE) write it relative to a folder higher up. The base under which most references exist is
+    used, the DICOMDIR's own folder when none does.
+    """
+    references = []
+    for record in _directory_records(ds):
+        parts = record.get("ReferencedFileID")
+        if not parts:
+            continue
+        parts = [parts] if isinstance(parts, str) else [str(p) for p in parts]
+        series = record
+        while series is not None and str(series.get("DirectoryRecordType", "")).upper() != "SERIES":
+            series = series.get("_parent")
+        references.append((parts, series))
+    if not references:
+        return []
+    bases = [path.parent, *list(path.parent.parents)[:3]]
+    found = [[_existing(base, parts) for parts, _ in references] for base in bases]
+    best = max(range(len(bases)), key=lambda i: (sum(found[i]), -i))
+    return [(str(bases[best].joinpath(*parts)), series)
+            for (parts, series), exists in zip(references, found[best]) if not exists]
+
+
+def _existing(base: Path, parts: Sequence[str]) -> bool:
+    """Whether ``base/parts`` exists, matching each part case-insensitively (CD exports change case)."""
+    if base.joinpath(*parts).exists():
+        return True
+    folder = base
+    for part in parts:
+        try:
+            names = {name.upper(): name for name in os.listdir(folder)}
+        except OSError:
+            return False
+        if part.upper() not in names:
+            return False
+        folder = folder / names[part.upper()]
+    return True
+
+
+def _drop_identical_copies(info: SeriesInfo) -> str:
+    """Drop records that repeat one SOPInstanceUID/frame at one position with identical pixels.
+
+    Copies whose pixels differ are kept: the geometry check then refuses the series (two images at
+    one position). Returns a note for ``reason`` ("" when nothing was dropped).
+    """
+    seen: Dict[Tuple[str, Optional[int]], List[SliceRecord]] = defaultdict(list)
+    for record in info.records:
+        if record.sop_instance_uid:
+            seen[(record.sop_instance_uid, record.frame)].append(record)
+    repeated = [copies for copies in seen.values() if len(copies) > 1]
+    if not repeated:
+        return ""
+    from medgan.io.dicom.reader import decode_frames  # the reader imports this module
+
+    dropped: List[str] = []
+    for copies in repeated:
+        kept = copies[0]
+        try:
+            pixels = decode_frames(kept.path, kept)
+        except DicomSeriesError:
+            continue
+        for copy in copies[1:]:
+            same_header = (copy.position, copy.orientation, copy.pixel_spacing, copy.rescale_slope,
+                           copy.rescale_intercept) == (kept.position, kept.orientation, kept.pixel_spacing,
+                                                       kept.rescale_slope, kept.rescale_intercept)
+            try:
+                same = same_header and np.array_equal(decode_frames(copy.path, copy)[copy.frame or 0],
+                                                      pixels[kept.frame or 0])
+            except DicomSeriesError:
+                same = False
+            if same:
+                dropped.append(copy.path)
+                logger.warning("%s is an identical copy of %s (SOPInstanceUID %s): ignored", copy.path, kept.path,
+                               kept.sop_instance_uid)
+    if not dropped:
+        return ""
+    gone = set(dropped)
+    info.records = [r for r in info.records if r.path not in gone]
+    return f"{len(dropped)} identical duplicate file(s) ignored: {_first(dropped)}"
 
 
 def select_series(series: Sequence[SeriesInfo], root: PathLike, selection: Optional[Union[str, int]] = None,
@@ -409,12 +720,21 @@ def select_series(series: Sequence[SeriesInfo], root: PathLike, selection: Optio
 
     Raises:
         DicomSeriesError: nothing matches, the match is ambiguous, or no selection was given and the
-            folder holds zero or several usable volumes. The message lists the candidates.
+            folder holds zero or several usable volumes. The message lists the candidates; when the
+            only image series is unusable it says why and how to fix that.
     """
     usable = [s for s in series if s.usable]
     if selection is None:
         if len(usable) == 1:
             return usable[0]
+        if not series:
+            raise DicomSeriesError("no DICOM series found in this folder", root,
+                                   "point at the folder that holds the DICOM files (see `medgan series`)")
+        images = [s for s in series if s.sop_class in VOLUME_SOP_CLASSES.values() or not s.sop_class]
+        if not usable and len(images) == 1:
+            only = images[0]
+            raise DicomSeriesError(f"series {only.key} is not a usable volume: {only.reason}", root,
+                                   only.fix or "select an image series (see `medgan series`)")
         if not usable:
             raise DicomSeriesError("no usable image volume found" + _listing(series), root,
                                    "point at a folder that holds a CT or MR image series")
@@ -435,7 +755,7 @@ def select_series(series: Sequence[SeriesInfo], root: PathLike, selection: Optio
     chosen = matches[0]
     if not chosen.usable:
         raise DicomSeriesError(f"series {chosen.key} is not a usable volume: {chosen.reason}", root,
-                               "select an image series (see `medgan series`)")
+                               chosen.fix or "select an image series (see `medgan series`)")
     return chosen
 
 

@@ -15,7 +15,7 @@ its ``_Tilt_``/``_Eq_`` files), see :func:`resample_to_orthogonal`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -173,6 +173,7 @@ def judge_series(info: SeriesInfo) -> Tuple[bool, str]:
     try:
         geometry = analyze_stack(info.records, info.folder)
     except DicomSeriesError as err:
+        info.fix = err.fix or ""
         return False, err.problem
     info.pixel_spacing_mm = geometry.spacing_xy_mm
     info.slice_spacing_mm = round(geometry.slice_spacing_mm, 4)
@@ -231,58 +232,108 @@ def orthogonal_grid(geometry: StackGeometry, slice_spacing_mm: Optional[float] =
 
 
 def resample_to_orthogonal(stack_zyx: np.ndarray, geometry: StackGeometry, fill_value: float,
-                           slice_spacing_mm: Optional[float] = None) -> Tuple[np.ndarray, np.ndarray]:
+                           slice_spacing_mm: Optional[float] = None, dtype: Union[np.dtype, type] = np.float32,
+                           ) -> Tuple[np.ndarray, np.ndarray]:
     """Resample a sorted stack onto the orthogonal, evenly spaced grid of :func:`orthogonal_grid`.
 
-    Linear interpolation: each input slice is shifted in-plane by its (sub-pixel) offset, and
-    output slices are blended from the two input slices around them along the normal. For a
-    constant gantry tilt this is trilinear interpolation in the scanner's sheared grid.
+    Linear interpolation, separable: gantry tilt shears the stack, so each input slice only moves
+    within its plane, by a sub-pixel offset; it is placed on the output grid by bilinear weights on
+    its four integer neighbours (two when the offset is a whole pixel along one axis, the usual case
+    of a tilt), and output slices are blended from the two input slices around them along the normal.
+    For a constant gantry tilt this is trilinear interpolation in the scanner's sheared grid.
+    Outside the input slices the value is ``fill_value`` (also the neighbour beyond a slice's edge).
+    Work buffers are reused from slice to slice, so memory stays at the output plus a few slices.
 
     Args:
         stack_zyx: ``(Z, Y, X)`` slices sorted along the normal (any numeric dtype).
         geometry: the stack's geometry from :func:`analyze_stack`.
         fill_value: value of output voxels outside every input slice.
         slice_spacing_mm: output spacing along the normal; default the typical input step.
+        dtype: output dtype; an integer dtype gets the interpolated values rounded to the nearest.
 
     Returns:
-        ``(volume_zyx, affine_lps)``: float32 ``(Z', Y', X')`` and its voxel(x, y, z) -> LPS affine.
+        ``(volume_zyx, affine_lps)``: ``(Z', Y', X')`` in ``dtype`` and its voxel(x, y, z) -> LPS affine.
     """
-    from scipy import ndimage
-
     affine, (nx, ny, nz), offsets = orthogonal_grid(geometry, slice_spacing_mm)
     spacing = float(np.linalg.norm(affine[:3, 2]))
-    height, width = stack_zyx.shape[1:]
-    cache: dict = {}
+    out = np.empty((nz, ny, nx), dtype=dtype)
+    rounding = out.dtype.kind in "iu"
+    placer = _SlicePlacer(stack_zyx.shape[1:], (ny, nx), np.float32(fill_value))
+    canvases = {}  # input slice index -> its placed canvas; output slices move monotonically
+    spare = [np.empty((ny, nx), np.float32) for _ in range(3)]
 
     def placed(k: int) -> np.ndarray:
-        if k not in cache:
-            canvas = np.full((ny, nx), fill_value, dtype=np.float32)
-            ox, oy = offsets[k]
-            ix, iy = int(np.floor(ox + 1e-6)), int(np.floor(oy + 1e-6))
-            canvas[iy:iy + height, ix:ix + width] = stack_zyx[k]
-            fx, fy = ox - ix, oy - iy
-            if abs(fx) > 1e-4 or abs(fy) > 1e-4:
-                canvas = ndimage.shift(canvas, (fy, fx), order=1, mode="constant", cval=fill_value, prefilter=False)
-            if len(cache) > 2:  # output slices move monotonically: keep only the latest pair
-                cache.clear()
-            cache[k] = canvas
-        return cache[k]
+        if k not in canvases:
+            for old in [i for i in canvases if i < k - 1]:
+                spare.append(canvases.pop(old))
+            canvases[k] = placer.place(spare.pop(), stack_zyx[k], offsets[k])
+        return canvases[k]
 
-    out = np.empty((nz, ny, nx), dtype=np.float32)
     relative = geometry.normal_mm - geometry.normal_mm[0]
     last = geometry.n_slices - 1
+    blend = np.empty((ny, nx), np.float32)
     for m in range(nz):
         w = min(m * spacing, relative[-1])
         k = int(np.clip(np.searchsorted(relative, w, side="right") - 1, 0, last - 1))
         t = (w - relative[k]) / (relative[k + 1] - relative[k])
-        lower = placed(k)
         if t <= 1e-6:
-            out[m] = lower
+            value = placed(k)
         elif t >= 1 - 1e-6:
-            out[m] = placed(k + 1)
+            value = placed(k + 1)
         else:
-            out[m] = lower * np.float32(1 - t) + placed(k + 1) * np.float32(t)
+            value = _lerp_into(blend, placed(k), placed(k + 1), np.float32(t))
+        if rounding:
+            np.rint(value, out=blend)  # in place when ``value`` is ``blend``
+            out[m] = blend
+        else:
+            out[m] = value
     return out, affine
+
+
+def _lerp_into(buffer: np.ndarray, a: np.ndarray, b: np.ndarray, t: np.float32) -> np.ndarray:
+    """``(1 - t) * a + t * b`` written into ``buffer``."""
+    np.subtract(b, a, out=buffer)
+    buffer *= t
+    buffer += a
+    return buffer
+
+
+class _SlicePlacer:
+    """Puts input slices on the output canvas, shifted by sub-pixel offsets, with reused buffers."""
+
+    def __init__(self, shape_yx: Tuple[int, int], canvas_yx: Tuple[int, int], fill: np.float32) -> None:
+        self.fill = fill
+        self.centred = np.empty(shape_yx, np.float32)  # slice - fill
+        self.weighted = np.empty(shape_yx, np.float32)
+        self.canvas_yx = canvas_yx
+
+    def place(self, canvas: np.ndarray, image: np.ndarray, offset_xy: np.ndarray) -> np.ndarray:
+        """``canvas`` filled with ``fill`` plus the bilinearly shifted ``image``; returns ``canvas``.
+
+        With weights summing to one, ``fill + sum(w * (image - fill))`` over the shifted copies is the
+        bilinear interpolation of ``image`` padded with ``fill``.
+        """
+        ox, oy = float(offset_xy[0]), float(offset_xy[1])
+        ix, iy = int(np.floor(ox + 1e-6)), int(np.floor(oy + 1e-6))
+        fx, fy = ox - ix, oy - iy
+        canvas.fill(self.fill)
+        np.subtract(image, self.fill, out=self.centred, casting="unsafe")
+        height, width = image.shape
+        weights_y = [(0, 1.0)] if abs(fy) <= _WHOLE_PIXEL else [(0, 1.0 - fy), (1, fy)]
+        weights_x = [(0, 1.0)] if abs(fx) <= _WHOLE_PIXEL else [(0, 1.0 - fx), (1, fx)]
+        for dy, wy in weights_y:
+            for dx, wx in weights_x:
+                window = canvas[iy + dy:iy + dy + height, ix + dx:ix + dx + width]
+                rows, cols = window.shape
+                if wy * wx == 1.0:
+                    window += self.centred[:rows, :cols]
+                else:
+                    np.multiply(self.centred, np.float32(wy * wx), out=self.weighted)
+                    window += self.weighted[:rows, :cols]
+        return canvas
+
+
+_WHOLE_PIXEL = 1e-4
 
 
 def lps_to_ras(affine_lps: np.ndarray) -> np.ndarray:

@@ -12,17 +12,16 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
-import pydicom
-from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from medgan.errors import DicomSeriesError
-from medgan.io.dicom.discovery import SeriesInfo, SliceRecord, scan_series, select_series
+from medgan.io.dicom.discovery import SeriesInfo, SliceRecord, scan_series, select_series, uid_name
 from medgan.io.dicom.geometry import (StackGeometry, analyze_stack, lps_to_ras, resample_to_orthogonal,
                                       sheared_affine_lps)
 
@@ -31,7 +30,8 @@ logger = logging.getLogger(__name__)
 PathLike = Union[str, "os.PathLike[str]"]
 
 TILT_MODES = ("resample", "shear")
-_NATIVE_SYNTAXES = {str(ExplicitVRLittleEndian): "<", str(ImplicitVRLittleEndian): "<", str(ExplicitVRBigEndian): ">"}
+# Uncompressed transfer syntaxes (explicit VR LE, implicit VR LE, explicit VR BE) and their byte order.
+_NATIVE_SYNTAXES = {"1.2.840.10008.1.2.1": "<", "1.2.840.10008.1.2": "<", "1.2.840.10008.1.2.2": ">"}
 _INT16 = np.iinfo(np.int16)
 
 
@@ -85,8 +85,9 @@ def decode_frames(path: str, record: SliceRecord) -> np.ndarray:
     native = endian is not None and record.bits_allocated in (8, 16, 32) and record.samples_per_pixel == 1
     if native and record.pixel_offset is not None:
         dtype = np.dtype(f"{endian}{'i' if record.pixel_representation else 'u'}{record.bits_allocated // 8}")
-        n_frames = 1 if record.frame is None else _n_frames(path)
-        return _mask_stored_bits(_read_native(path, record, dtype, n_frames), record)
+        return _mask_stored_bits(_read_native(path, record, dtype, record.n_frames), record)
+    import pydicom  # compressed data: pydicom's pixel handlers
+
     try:
         ds = pydicom.dcmread(path)
     except (OSError, EOFError, ValueError) as err:
@@ -100,14 +101,10 @@ def decode_frames(path: str, record: SliceRecord) -> np.ndarray:
         frames = np.asarray(ds.pixel_array).reshape(shape)
     except (RuntimeError, ValueError, NotImplementedError, AttributeError, TypeError) as err:
         raise DicomSeriesError(
-            f"cannot decode pixel data with transfer syntax {UID(record.transfer_syntax).name} ({err})", path,
+            f"cannot decode pixel data with transfer syntax {uid_name(record.transfer_syntax)} ({err})", path,
             "install the DICOM extras (pip install medgan[dicom]: pylibjpeg, openjpeg, GDCM), or the file is damaged"
         ) from None
     return _mask_stored_bits(frames, record)
-
-
-def _n_frames(path: str) -> int:
-    return int(pydicom.dcmread(path, stop_before_pixels=True).get("NumberOfFrames", 1) or 1)
 
 
 def _read_native(path: str, record: SliceRecord, dtype: np.dtype, n_frames: int) -> np.ndarray:
@@ -159,6 +156,8 @@ def _decode_stack(records: Sequence[SliceRecord], rescale_to_int16: bool) -> np.
     for index, record in enumerate(records):
         by_file.setdefault(record.path, []).append(index)
     for path, indices in by_file.items():
+        if rescale_to_int16 and len(indices) == 1 and _read_hu_into(path, records[indices[0]], stack[indices[0]]):
+            continue
         frames = decode_frames(path, records[indices[0]])
         for index in indices:
             record = records[index]
@@ -175,6 +174,39 @@ def _decode_stack(records: Sequence[SliceRecord], rescale_to_int16: bool) -> np.
             else:
                 stack[index] = frames[frame]
     return stack
+
+
+def _read_hu_into(path: str, record: SliceRecord, out: np.ndarray) -> bool:
+    """Read one uncompressed little-endian 16-bit slice straight into ``out`` (int16) and rescale it there.
+
+    Covers the common CT file (slope 1, integer intercept, stored values that fit int16): one read
+    into the output buffer, then masking/sign extension and the intercept in place. Returns False,
+    touching nothing, for anything else (the general path handles it).
+    """
+    if (sys.byteorder != "little" or record.pixel_offset is None or record.frame is not None
+            or record.bits_allocated != 16
+            or _NATIVE_SYNTAXES.get(record.transfer_syntax) != "<" or record.samples_per_pixel != 1
+            or record.rescale_slope != 1 or not _stored_fits_int16(record) or not out.flags.c_contiguous):
+        return False
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(record.pixel_offset)
+            got = handle.readinto(memoryview(out).cast("B"))
+    except OSError as err:
+        raise DicomSeriesError(f"cannot read the file ({err.strerror})", path,
+                               "check that the file is readable") from None
+    if got < out.nbytes:
+        raise DicomSeriesError(f"pixel data holds {got} bytes, the header needs {out.nbytes}", path,
+                               "the file is truncated; copy it again from the archive")
+    unused = 16 - record.bits_stored
+    if unused and record.pixel_representation:
+        np.left_shift(out, unused, out=out)  # sign-extend from BitsStored
+        np.right_shift(out, unused, out=out)
+    elif unused:
+        np.bitwise_and(out, np.int16((1 << record.bits_stored) - 1), out=out)  # drop bits above BitsStored
+    if record.rescale_intercept:
+        np.add(out, np.int16(record.rescale_intercept), out=out)  # no overflow: the declared range was checked
+    return True
 
 
 def _rescale(stack: np.ndarray, slopes: np.ndarray, intercepts: np.ndarray, chunk: int = 32) -> np.ndarray:
@@ -273,8 +305,8 @@ def read_dicom_volume(path: PathLike, series: Optional[Union[str, int]] = None, 
         del stack
     fill_value = float(values.min())
     if resample:
-        resampled, affine_lps = resample_to_orthogonal(values, geometry, fill_value, slice_spacing_mm)
-        values = np.rint(resampled).astype(np.int16) if values.dtype == np.int16 else resampled
+        values, affine_lps = resample_to_orthogonal(values, geometry, fill_value, slice_spacing_mm,
+                                                    dtype=np.int16 if values.dtype == np.int16 else np.float32)
     elif geometry.sheared:
         affine_lps = sheared_affine_lps(geometry)
     else:
