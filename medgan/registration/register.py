@@ -210,8 +210,7 @@ class ImageRegistration:
                 raise RegistrationError(f"the {label} has no body to register (body mask of {_count(mask)} voxels "
                                         f"at {self.working_spacing_mm:g} mm)",
                                         fix="check that the image is not empty and holds the anatomy")
-        sampling_mask = sitk.BinaryDilate(fixed_mask, [max(1, round(self.sampling_mask_margin_mm
-                                                                    / self.working_spacing_mm))] * 3)
+        sampling_mask = self._sampling_mask(fixed_mask)
 
         stages: List[StageReport] = []
         transform: sitk.Transform = self._initial_rigid(fixed_w, moving_w, fixed_mask, moving_mask)
@@ -241,6 +240,20 @@ class ImageRegistration:
         qc.runtime_s = round(time.perf_counter() - start, 3)
         logger.info("registered %s: %s", name, _figures(qc))
         return RegistrationResult(transform=transform, registered=registered, qc=qc)
+
+    def metric_value(self, fixed: sitk.Image, moving: sitk.Image, transform: sitk.Transform) -> Optional[float]:
+        """The configured metric (lower is better) of ``moving`` mapped through ``transform`` onto ``fixed``.
+
+        Evaluated as QC does: on the working copies, inside the dilated fixed body mask. ``None`` when
+        the images do not overlap under ``transform``.
+        """
+        fixed_w = resample_isotropic(_as_float(fixed, "fixed image"), self.working_spacing_mm, _background(fixed))
+        moving_w = resample_isotropic(_as_float(moving, "moving image"), self.working_spacing_mm, _background(moving))
+        return self._metric_value(fixed_w, moving_w, self._sampling_mask(body_mask(fixed_w)[0]), transform)
+
+    def _sampling_mask(self, fixed_mask: sitk.Image) -> sitk.Image:
+        radius = max(1, round(self.sampling_mask_margin_mm / self.working_spacing_mm))
+        return sitk.BinaryDilate(fixed_mask, [radius] * 3)
 
     # ----------------------------------------------------------------- stages
     def _initial_rigid(self, fixed_w: sitk.Image, moving_w: sitk.Image, fixed_mask: sitk.Image,
