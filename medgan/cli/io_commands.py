@@ -9,6 +9,7 @@ import argparse
 import json
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -66,7 +67,7 @@ def _series(args: argparse.Namespace) -> int:
         if args.show_skipped:
             payload["skipped_files"] = [{"path": f.path, "reason": f.reason} for f in skipped]
         print(json.dumps(payload, indent=2))
-        return 0
+        return _series_problems(args.dir, found, skipped)
     rows = [[_fmt(s.series_number), s.key, s.modality, s.description, s.kernel, str(s.n_slices),
              _fmt(s.slice_thickness_mm), _fmt(s.pixel_spacing_mm), _fmt(s.slice_spacing_mm, 4), _fmt(s.tilt_deg),
              s.transfer_syntax, "yes" if s.usable else "no", s.reason] for s in found]
@@ -79,7 +80,29 @@ def _series(args: argparse.Namespace) -> int:
     if args.show_skipped:
         for item in skipped:
             print(f"  skipped {item.path}: {item.reason}")
-    return 0
+    return _series_problems(args.dir, found, skipped)
+
+
+def _series_problems(root: Path, found: List[Any], skipped: List[Any]) -> int:
+    """Report on stderr what `convert` would refuse; 1 when there is any, 0 when all is clean.
+
+    Raises:
+        DicomSeriesError: no usable image volume at all (with the reasons).
+    """
+    from medgan.errors import DicomSeriesError
+    from medgan.io.dicom.discovery import VOLUME_SOP_CLASSES
+
+    images = [s for s in found if s.sop_class in VOLUME_SOP_CLASSES.values() or not s.sop_class]
+    problems = [f"{s.folder}: series {s.key}: {s.reason}. Fix: {s.fix or 'see `medgan series`'}" for s in images if not s.usable or s.fix]
+    problems += [f"{item.path}: {item.reason}" for item in skipped if item.damaged]
+    if not any(s.usable for s in found):
+        detail = "".join(f"\n  {line}" for line in problems) or (
+            f" ({len(found)} non-image series, {len(skipped)} other file(s); --show-skipped lists them)")
+        raise DicomSeriesError("no usable image volume found" + detail, root,
+                               "point at a folder that holds a CT or MR image series, or fix the problems above")
+    for line in problems:
+        print(f"medgan series: problem: {line}", file=sys.stderr)
+    return 1 if problems else 0
 
 
 def _is_nifti_name(path: Path) -> bool:
@@ -88,7 +111,8 @@ def _is_nifti_name(path: Path) -> bool:
 
 def _convert(args: argparse.Namespace) -> int:
     from medgan.errors import DicomSeriesError, MedganError, OutputError
-    from medgan.io.dicom import read_dicom_volume, scan_series
+    from medgan.io.dicom import read_dicom_volume, scan_series, select_series
+    from medgan.io.dicom.discovery import describe_skipped
 
     options = {"tilt": args.tilt, "resample_uneven": args.resample_uneven, "slice_spacing_mm": args.slice_spacing_mm}
     if not args.all:
@@ -103,17 +127,20 @@ def _convert(args: argparse.Namespace) -> int:
         raise DicomSeriesError("--series and --all exclude each other", args.src, "pass one of them")
     if _is_nifti_name(args.dst):
         raise OutputError("with --all the output is a folder", args.dst, "give a folder name without .nii/.nii.gz")
-    found, _ = scan_series(args.src)
+    found, skipped = scan_series(args.src)
+    if not found:
+        raise DicomSeriesError("no DICOM series found" + describe_skipped(skipped), args.src,
+                               "point at the folder that holds the DICOM images (see `medgan series --show-skipped`)")
     usable = [s for s in found if s.usable]
     if not usable:
-        raise DicomSeriesError("no usable image volume found", args.src,
-                               "point at a folder that holds a CT or MR image series (see `medgan series`)")
+        select_series(found, args.src)  # raises, saying why nothing is usable
     from medgan.utils.atomic import atomic_directory, atomic_path
 
     index: Dict[str, Any] = {"source": os.fspath(args.src), "series": {}, "failed": {}, "skipped": {}}
     for info in found:
         if not info.usable:
             index["skipped"][info.key] = info.reason
+    failures: List[MedganError] = []
     with atomic_directory(args.dst, overwrite=args.overwrite) as tmp:
         names: List[str] = []
         for info in usable:
@@ -121,7 +148,7 @@ def _convert(args: argparse.Namespace) -> int:
             try:
                 volume = read_dicom_volume(args.src, series=info.key, scanned=found, **options)
             except MedganError as err:
-                logger.error("series %s not converted: %s", info.key, err.problem)
+                failures.append(err)
                 index["failed"][info.key] = err.problem
                 continue
             _write(volume, tmp / name, overwrite=True)
@@ -130,8 +157,14 @@ def _convert(args: argparse.Namespace) -> int:
                                          "description": info.description, "shape": list(volume.array.shape),
                                          "tilt_handling": volume.meta["tilt_handling"],
                                          "spacing_handling": volume.meta["spacing_handling"]}
+        if not index["series"]:  # nothing converted: leave no folder behind
+            raise DicomSeriesError(f"none of the {len(usable)} image volume(s) could be converted:"
+                                   + "".join(f"\n  {err}" for err in failures), args.src,
+                                   "fix the problems above (each names its files and a fix)")
         with atomic_path(tmp / "index.json") as index_tmp:
             index_tmp.write_text(json.dumps(index, indent=2))
+    for err in failures:
+        print(f"medgan convert: series not converted: {err}", file=sys.stderr)
     print(f"wrote {len(index['series'])} volume(s) and {args.dst / 'index.json'}"
           + (f"; {len(index['failed'])} failed (see index.json)" if index["failed"] else ""))
     return 1 if index["failed"] else 0

@@ -531,10 +531,19 @@ def scan_series(root: PathLike) -> Tuple[List[SeriesInfo], List[SkippedFile]]:
 
 
 _FIX_DAMAGED = "copy the damaged file(s) again from the archive, or move them out of the folder if they do not belong"
-_FIX_UNREADABLE = ("make the file(s) readable (check permissions, e.g. chmod a+r) or move them out of the folder; "
-                   "their series is unknown, so any series in that folder may be incomplete")
+_FIX_UNREADABLE = ("copy the file(s) again from the archive or make them readable (permissions, e.g. chmod a+r), "
+                   "or move them out of the folder if they do not belong: their series is unknown, so any series "
+                   "in that folder may be incomplete")
 _FIX_MISSING = ("copy the missing file(s) from the archive (the DICOMDIR lists them), or remove the DICOMDIR "
                 "if the folder was deliberately reduced")
+
+
+def describe_skipped(skipped: Sequence[SkippedFile], limit: int = 3) -> str:
+    """`` (N file(s) or link(s) skipped: path: reason; ...)`` for an error message about a folder."""
+    if not skipped:
+        return " (the folder holds no files)"
+    shown = "; ".join(f"{item.path}: {item.reason}" for item in skipped[:limit])
+    return f" ({len(skipped)} file(s) or link(s) skipped: {shown}{'; ...' if len(skipped) > limit else ''})"
 
 
 def _first(items: Sequence[str], limit: int = 3) -> str:

@@ -184,6 +184,8 @@ def judge_series(info: SeriesInfo) -> Tuple[bool, str]:
     problem = geometry.spacing_problem()
     if problem:
         notes.append(problem + ": needs resample_uneven (--resample-uneven)")
+        info.fix = ("convert with --resample-uneven (resample_uneven=True) to resample onto even spacing, "
+                    "or find the missing files")
     return True, "; ".join(notes)
 
 

@@ -274,15 +274,19 @@ def _parse(buffer: mmap.mmap, path: str, size: int) -> Header:
     try:
         while pos + 8 <= size and struct.unpack_from("<H", buffer, pos)[0] == 0x0002:
             tag, vr, length, value_pos = parser.element(pos, True, True)
-            if length == _UNDEFINED or value_pos + length > size:
-                raise HeaderFallback("unexpected file meta element")
+            if length == _UNDEFINED:
+                raise HeaderFallback("undefined length in the file meta information")
+            if value_pos + length > size:
+                raise EOFError(pos)
             if tag in WANTED:
                 keyword, default_vr = WANTED[tag]
                 header.file_meta[keyword] = parser.decode(bytes(buffer[value_pos:value_pos + length]),
                                                           default_vr, True)
             pos = value_pos + length
     except EOFError:
-        header.truncated, header.problem = True, "the file ends inside its file meta information"
+        pos = size
+    if pos + 8 > size:
+        header.truncated, header.problem = True, "the file is truncated: it ends inside its file meta information"
         return header
     syntax = str(header.file_meta.get("TransferSyntaxUID", ""))
     if not syntax or syntax == DEFLATED:
@@ -297,8 +301,8 @@ def _parse(buffer: mmap.mmap, path: str, size: int) -> Header:
                 header.pixel_length = None if length == _UNDEFINED else length
                 if length != _UNDEFINED and value_pos + length > size:
                     header.truncated = True
-                    header.problem = (f"the pixel data is cut short: {size - value_pos} of its {length} bytes "
-                                      "are in the file")
+                    header.problem = (f"the file is truncated: the pixel data is cut short ({size - value_pos} of "
+                                      f"its {length} bytes are in the file)")
                 break
             if tag in FUNCTIONAL_GROUPS:
                 raise HeaderFallback("enhanced multi-frame functional groups")
@@ -323,7 +327,7 @@ def _parse(buffer: mmap.mmap, path: str, size: int) -> Header:
             pos = value_pos + length
     except EOFError:
         header.truncated = True
-        header.problem = "the file ends inside its header (it is truncated)"
+        header.problem = "the file is truncated: it ends inside its header"
     except (UnicodeDecodeError, ValueError, struct.error) as err:
         raise HeaderFallback(f"cannot decode a value ({err})") from None
     return header

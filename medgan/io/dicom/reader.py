@@ -21,7 +21,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from medgan.errors import DicomSeriesError
-from medgan.io.dicom.discovery import SeriesInfo, SliceRecord, scan_series, select_series, uid_name
+from medgan.io.dicom.discovery import (SeriesInfo, SliceRecord, describe_skipped, scan_series, select_series,
+                                       uid_name)
 from medgan.io.dicom.geometry import (StackGeometry, analyze_stack, lps_to_ras, resample_to_orthogonal,
                                       sheared_affine_lps)
 
@@ -290,7 +291,11 @@ def read_dicom_volume(path: PathLike, series: Optional[Union[str, int]] = None, 
     """
     _check_options(tilt, slice_spacing_mm)
     if scanned is None:
-        scanned, _ = scan_series(path)
+        scanned, skipped = scan_series(path)
+        if not scanned:
+            raise DicomSeriesError("no DICOM series found" + describe_skipped(skipped), path,
+                                   "point at the folder (or file) that holds the DICOM images; `medgan series "
+                                   "--show-skipped` lists what was found")
     info = select_series(scanned, path, series)
     geometry = analyze_stack(info.records, info.folder)
     resample, tilt_handling, spacing_handling = _plan(info, geometry, tilt, resample_uneven, slice_spacing_mm)
