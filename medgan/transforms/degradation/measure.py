@@ -37,7 +37,8 @@ def radial_nps(noise: np.ndarray, pixel_mm: float, mask: Optional[np.ndarray] = 
 
     Square ROIs of ``roi_px`` pixels are tiled over each slice (only those entirely inside
     ``mask``), mean-subtracted, and their ``|FFT|^2 * px^2 / N`` averaged, then binned by radial
-    frequency.
+    frequency from half the ROI's fundamental frequency (zero frequency, which the mean subtraction
+    empties, is left out: the first bin holds the lowest measured frequencies) to Nyquist.
 
     Args:
         noise: ``(X, Y, Z)`` or ``(X, Y)`` noise image (e.g. low-dose minus normal-dose), HU.
@@ -64,7 +65,8 @@ def radial_nps(noise: np.ndarray, pixel_mm: float, mask: Optional[np.ndarray] = 
     freqs = np.fft.fftfreq(roi_px, d=pixel_mm)
     radius = np.hypot(*np.meshgrid(freqs, freqs, indexing="ij"))
     nyquist = 0.5 / pixel_mm
-    edges = np.linspace(0.0, nyquist, n_bins + 1)
+    fundamental = 1.0 / (roi_px * pixel_mm)
+    edges = np.linspace(0.5 * fundamental, nyquist, n_bins + 1)  # the first bin starts above zero frequency
     index = np.digitize(radius.ravel(), edges) - 1
     valid = (index >= 0) & (index < n_bins)
     sums = np.bincount(index[valid], power.ravel()[valid], minlength=n_bins)
