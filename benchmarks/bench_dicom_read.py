@@ -1,7 +1,8 @@
 """Benchmark DICOM -> NIfTI: ``medgan convert`` vs dcm2niix vs SimpleITK's ImageSeriesReader.
 
-Each tool runs in its own process under ``/usr/bin/time`` (wall time and peak resident memory, the
-process and its children), several times; the table shows medians. Inputs: the largest series in
+Each tool runs in its own process under ``/usr/bin/time`` (wall time, CPU time user+system and peak
+resident memory, the process and its children), several times, interleaved; the table shows
+medians. On a loaded machine the CPU time is the steadier measure of the work each tool does. Inputs: the largest series in
 the real data (``dicom/dcm_qa_ct`` Philips #301, 58 slices of 512x512, tilted: every tool corrects or
 ignores tilt in its own way) and a generated 512x512x300 CT series (uncompressed, no tilt).
 
@@ -76,15 +77,15 @@ def write_generated_series(folder: Path, shape_xyz: Tuple[int, int, int] = (512,
         pydicom.dcmwrite(folder / f"{rng.integers(1 << 40):010x}.dcm", ds, enforce_file_format=True)
 
 
-def timed(command: Sequence[str]) -> Tuple[float, float]:
-    """Run ``command`` under /usr/bin/time; (wall seconds, peak RSS MiB)."""
+def timed(command: Sequence[str]) -> Tuple[float, float, float]:
+    """Run ``command`` under /usr/bin/time; (wall seconds, CPU seconds user+system, peak RSS MiB)."""
     with tempfile.NamedTemporaryFile("r", suffix=".time") as report:
-        result = subprocess.run(["/usr/bin/time", "-f", "%e %M", "-o", report.name, *command],
+        result = subprocess.run(["/usr/bin/time", "-f", "%e %U %S %M", "-o", report.name, *command],
                                 capture_output=True, text=True)
         if result.returncode != 0:
             raise RuntimeError(f"{command[0]} failed: {result.stderr[-2000:]}")
-        wall, kib = report.read().split()[-2:]
-    return float(wall), float(kib) / 1024
+        wall, user, system, kib = report.read().split()[-4:]
+    return float(wall), float(user) + float(system), float(kib) / 1024
 
 
 def commands(source: Path, out: Path, gzip: bool, series: str) -> Dict[str, List[str]]:
@@ -102,19 +103,21 @@ def commands(source: Path, out: Path, gzip: bool, series: str) -> Dict[str, List
 def bench(name: str, source: Path, runs: int, gzip: bool, series: str = "") -> List[str]:
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
-        results: Dict[str, List[Tuple[float, float]]] = {}
+        results: Dict[str, List[Tuple[float, float, float]]] = {}
         tools = commands(source, Path(scratch), gzip, series)
         for _ in range(runs):  # interleave the tools so machine load hits them alike
             for tool, command in tools.items():
                 results.setdefault(tool, []).append(timed(command))
                 for leftover in Path(scratch).glob("*"):
                     leftover.unlink()
-        reference = statistics.median(w for w, _ in results["dcm2niix"])
+        reference = statistics.median(w for w, _, _ in results["dcm2niix"])
+        reference_cpu = statistics.median(c for _, c, _ in results["dcm2niix"])
         for tool, values in results.items():
-            wall = statistics.median(w for w, _ in values)
-            memory = statistics.median(m for _, m in values)
-            rows.append(f"| {name} | {tool} | {wall:.2f} | {min(w for w, _ in values):.2f} | {memory:.0f} | "
-                        f"{wall / reference:.2f}x |")
+            wall = statistics.median(w for w, _, _ in values)
+            cpu = statistics.median(c for _, c, _ in values)
+            memory = statistics.median(m for _, _, m in values)
+            rows.append(f"| {name} | {tool} | {wall:.2f} | {min(w for w, _, _ in values):.2f} | {wall / reference:.2f}x "
+                        f"| {cpu:.2f} | {cpu / reference_cpu:.2f}x | {memory:.0f} |")
     return rows
 
 
@@ -126,8 +129,9 @@ def main() -> int:
     args = parser.parse_args()
     print(f"runs: {args.runs} per tool (median; min also shown), output {'.nii.gz' if args.gzip else '.nii'}, "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start\n")
-    print("| input | tool | wall s (median) | wall s (min) | peak MiB | vs dcm2niix |")
-    print("|---|---|---|---|---|---|")
+    print("| input | tool | wall s (median) | wall s (min) | wall vs dcm2niix | CPU s (median) | CPU vs dcm2niix "
+          "| peak MiB |")
+    print("|---|---|---|---|---|---|---|---|")
     real = args.data_root / "dicom" / "dcm_qa_ct" / "In" / "Philips" / "S21610" / "S3010"
     if real.exists():
         for row in bench("dcm_qa_ct Philips #301 (512x512x58, tilt)", real, args.runs, args.gzip):

@@ -20,6 +20,7 @@ import pydicom
 import pytest
 from pydicom.uid import ExplicitVRBigEndian, ImplicitVRLittleEndian, RLELossless
 
+import medgan.io.dicom.header as header_module
 from medgan.io.dicom.header import WANTED, HeaderFallback, NotDicom, parse_header
 from medgan.io.dicom.nifti_out import is_sheared, write_volume_nifti
 from tests.io.test_dicom_synthetic import write_enhanced, write_series
@@ -75,9 +76,12 @@ def _resaved(paths, tmp_path: Path, syntax) -> Path:
     return folder
 
 
+@pytest.mark.parametrize("first_read", [header_module.FIRST_READ_BYTES, 300])  # 300: headers read in pieces
 @pytest.mark.parametrize("syntax", [ImplicitVRLittleEndian, ExplicitVRBigEndian, RLELossless])
-def test_header_matches_pydicom_and_volume_matches_explicit_little_endian(tmp_path, syntax):
+def test_header_matches_pydicom_and_volume_matches_explicit_little_endian(tmp_path, syntax, first_read, monkeypatch):
     from medgan.io.dicom import read_dicom_volume
+
+    monkeypatch.setattr(header_module, "FIRST_READ_BYTES", first_read)
 
     paths = write_series(tmp_path / "explicit", n=4, signed=True, bits_stored=16, slope=0.5, intercept=-20.0)
     folder = _resaved(paths, tmp_path, syntax)

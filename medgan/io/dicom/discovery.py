@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -225,15 +226,18 @@ def iter_files(root: PathLike, skipped: Optional[List[SkippedFile]] = None) -> I
         for name in sorted(filenames):
             if name.startswith("."):
                 continue
-            path = Path(dirpath) / name
-            real_file = os.path.realpath(path)
-            if real_file in seen_files:
+            path = os.path.join(dirpath, name)
+            try:
+                status = os.stat(path)
+            except OSError:
+                if skipped is not None and os.path.islink(path):
+                    skipped.append(SkippedFile(path, "broken or looping symbolic link"))
                 continue
-            seen_files.add(real_file)
-            if path.is_file():
-                yield path
-            elif skipped is not None and path.is_symlink():
-                skipped.append(SkippedFile(str(path), "broken or looping symbolic link"))
+            identity = (status.st_dev, status.st_ino)
+            if not stat.S_ISREG(status.st_mode) or identity in seen_files:
+                continue
+            seen_files.add(identity)
+            yield Path(path)
 
 
 # Values larger than this are not read with the header (pixel data, big private blobs).

@@ -91,22 +91,28 @@ class StackGeometry:
 
 def _check_consistent(records: Sequence[SliceRecord], path: str) -> None:
     first = records[0]
-    orientation = np.array(first.orientation)
-    for record in records[1:]:
-        if (record.rows, record.columns) != (first.rows, first.columns):
-            raise DicomSeriesError(
-                f"slices differ in size ({first.columns}x{first.rows} in {first.path}, "
-                f"{record.columns}x{record.rows} in {record.path})", path,
-                "the selection mixes different images; select a single series or remove the odd files")
-        if np.abs(np.array(record.orientation) - orientation).max() > ORIENTATION_TOLERANCE:
-            raise DicomSeriesError(
-                f"slices differ in orientation (ImageOrientationPatient of {first.path} and {record.path})", path,
-                "the series mixes planes (e.g. a 3-plane localizer); select a series with one orientation")
-        if not np.allclose(record.pixel_spacing, first.pixel_spacing, rtol=PIXEL_SPACING_RTOL, atol=0):
-            raise DicomSeriesError(
-                f"slices differ in PixelSpacing ({list(first.pixel_spacing)} in {first.path}, "
-                f"{list(record.pixel_spacing)} in {record.path})", path,
-                "the selection mixes differently reconstructed images; select a single series")
+    sizes = np.array([(r.rows, r.columns) for r in records])
+    odd = np.flatnonzero(np.any(sizes != sizes[0], axis=1))
+    if odd.size:
+        record = records[odd[0]]
+        raise DicomSeriesError(
+            f"slices differ in size ({first.columns}x{first.rows} in {first.path}, "
+            f"{record.columns}x{record.rows} in {record.path})", path,
+            "the selection mixes different images; select a single series or remove the odd files")
+    orientations = np.array([r.orientation for r in records], dtype=np.float64)
+    odd = np.flatnonzero(np.abs(orientations - orientations[0]).max(axis=1) > ORIENTATION_TOLERANCE)
+    if odd.size:
+        raise DicomSeriesError(
+            f"slices differ in orientation (ImageOrientationPatient of {first.path} and {records[odd[0]].path})", path,
+            "the series mixes planes (e.g. a 3-plane localizer); select a series with one orientation")
+    spacings = np.array([r.pixel_spacing for r in records], dtype=np.float64)
+    odd = np.flatnonzero(np.any(np.abs(spacings - spacings[0]) > PIXEL_SPACING_RTOL * np.abs(spacings[0]), axis=1))
+    if odd.size:
+        record = records[odd[0]]
+        raise DicomSeriesError(
+            f"slices differ in PixelSpacing ({list(first.pixel_spacing)} in {first.path}, "
+            f"{list(record.pixel_spacing)} in {record.path})", path,
+            "the selection mixes differently reconstructed images; select a single series")
 
 
 def analyze_stack(records: Sequence[SliceRecord], path: str) -> StackGeometry:

@@ -16,7 +16,6 @@ it cannot decode. It never guesses.
 
 from __future__ import annotations
 
-import mmap
 import os
 import struct
 from dataclasses import dataclass, field
@@ -81,6 +80,8 @@ _UNDEFINED = 0xFFFFFFFF
 _ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 _CHARSETS = {"": "latin-1", "ISO_IR 6": "latin-1", "ISO_IR 100": "latin-1", "ISO_IR 192": "utf-8"}
 _MAX_DEPTH = 32
+#: Bytes read first; most CT/MR headers (private tags included) end before this.
+FIRST_READ_BYTES = 16384
 
 
 class HeaderFallback(Exception):
@@ -128,16 +129,25 @@ class Header:
         raise AttributeError(keyword)
 
 
+class _NeedMore(Exception):
+    """The header goes on past the bytes read so far."""
+
+
 class _Parser:
-    def __init__(self, buffer: Union[bytes, mmap.mmap], charset: str = "latin-1") -> None:
+    def __init__(self, buffer: bytes, file_size: int, charset: str = "latin-1") -> None:
         self.buf = buffer
         self.size = len(buffer)
+        self.file_size = file_size
         self.charset = charset
+
+    def need(self, end: int) -> None:
+        """Make sure bytes up to ``end`` are at hand: EOFError past the file, _NeedMore past the buffer."""
+        if end > self.size:
+            raise _NeedMore() if self.size < self.file_size else EOFError(end)
 
     def element(self, pos: int, little: bool, explicit: bool) -> Tuple[int, bytes, int, int]:
         """``(tag, vr, length, value_pos)`` of the element at ``pos``."""
-        if pos + 8 > self.size:
-            raise EOFError(pos)
+        self.need(pos + 8)
         group, elem = struct.unpack_from("<HH" if little else ">HH", self.buf, pos)
         tag = group << 16 | elem
         if group == 0xFFFE:  # item and delimiters: no VR in any syntax
@@ -146,8 +156,7 @@ class _Parser:
             return tag, b"", struct.unpack_from("<L" if little else ">L", self.buf, pos + 4)[0], pos + 8
         vr = bytes(self.buf[pos + 4:pos + 6])
         if vr in _LONG_VRS:
-            if pos + 12 > self.size:
-                raise EOFError(pos)
+            self.need(pos + 12)
             return tag, vr, struct.unpack_from("<L" if little else ">L", self.buf, pos + 8)[0], pos + 12
         if not (65 <= vr[0] <= 90 and 65 <= vr[1] <= 90):
             raise HeaderFallback(f"unexpected VR bytes {vr!r} at offset {pos}")
@@ -221,8 +230,7 @@ class _Parser:
                 if length == _UNDEFINED:
                     pos = self.skip_undefined(value_pos, *_content_syntax(vr, little, explicit))
                     continue
-                if value_pos + length > self.size:
-                    raise EOFError(pos)
+                self.need(value_pos + length)
                 if tag in wanted:
                     keyword, default_vr = wanted[tag]
                     use_vr = vr.decode() if vr and vr != b"UN" else default_vr
@@ -249,6 +257,9 @@ def _int_from_text(text: str) -> Optional[int]:
 def parse_header(path: PathLike) -> Header:
     """Parse the header of one DICOM Part 10 file, up to PixelData.
 
+    The first :data:`FIRST_READ_BYTES` are read (enough for most headers); a longer header is read
+    again in larger pieces.
+
     Raises:
         NotDicom: the file has no DICOM preamble and does not start like a DICOM data set.
         HeaderFallback: the file needs the general parser (see the module docstring).
@@ -259,29 +270,36 @@ def parse_header(path: PathLike) -> Header:
         size = os.fstat(handle.fileno()).st_size
         if size == 0:
             raise NotDicom("empty file")
-        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as buffer:
-            return _parse(buffer, path, size)
+        chunk = FIRST_READ_BYTES
+        while True:
+            handle.seek(0)
+            buffer = handle.read(min(size, chunk))
+            try:
+                return _parse(buffer, path, size)
+            except _NeedMore:
+                chunk *= 8
 
 
-def _parse(buffer: mmap.mmap, path: str, size: int) -> Header:
+def _parse(buffer: bytes, path: str, size: int) -> Header:
     if size < 132 or buffer[128:132] != b"DICM":
         if buffer[:2] in (b"\x08\x00", b"\x02\x00", b"\x00\x08", b"\x00\x02"):
             raise HeaderFallback("no DICOM preamble")
         raise NotDicom("no DICOM preamble")
-    parser = _Parser(buffer)
+    parser = _Parser(buffer, size)
     header = Header(path=path, values={}, file_meta={}, file_size=size)
     pos = 132
     try:
-        while pos + 8 <= size and struct.unpack_from("<H", buffer, pos)[0] == 0x0002:
+        while pos + 8 <= size:
+            parser.need(pos + 8)
+            if struct.unpack_from("<H", buffer, pos)[0] != 0x0002:
+                break
             tag, vr, length, value_pos = parser.element(pos, True, True)
             if length == _UNDEFINED:
                 raise HeaderFallback("undefined length in the file meta information")
-            if value_pos + length > size:
-                raise EOFError(pos)
+            parser.need(value_pos + length)
             if tag in WANTED:
                 keyword, default_vr = WANTED[tag]
-                header.file_meta[keyword] = parser.decode(bytes(buffer[value_pos:value_pos + length]),
-                                                          default_vr, True)
+                header.file_meta[keyword] = parser.decode(buffer[value_pos:value_pos + length], default_vr, True)
             pos = value_pos + length
     except EOFError:
         pos = size
@@ -313,17 +331,18 @@ def _parse(buffer: mmap.mmap, path: str, size: int) -> Header:
             if length == _UNDEFINED:
                 pos = parser.skip_undefined(value_pos, *_content_syntax(vr, little, explicit))
                 continue
-            if value_pos + length > size:
-                raise EOFError(pos)
             if tag in WANTED:
+                parser.need(value_pos + length)
                 keyword, default_vr = WANTED[tag]
                 use_vr = vr.decode() if vr and vr != b"UN" else default_vr
-                values[keyword] = parser.decode(bytes(buffer[value_pos:value_pos + length]), use_vr, little)
+                values[keyword] = parser.decode(buffer[value_pos:value_pos + length], use_vr, little)
                 if keyword == "SpecificCharacterSet":
                     charset = values[keyword] if isinstance(values[keyword], str) else "\\".join(values[keyword])
                     if charset not in _CHARSETS:
                         raise HeaderFallback(f"character set {charset}")
                     parser.charset = _CHARSETS[charset]
+            elif value_pos + length > size:
+                raise EOFError(pos)
             pos = value_pos + length
     except EOFError:
         header.truncated = True

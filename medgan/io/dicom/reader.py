@@ -308,7 +308,7 @@ def read_dicom_volume(path: PathLike, series: Optional[Union[str, int]] = None, 
         intercepts = np.array([r.rescale_intercept for r in records], dtype=np.float64)
         values = _rescale(stack, slopes, intercepts)
         del stack
-    fill_value = float(values.min())
+    fill_value = float(values.min()) if resample else None
     if resample:
         values, affine_lps = resample_to_orthogonal(values, geometry, fill_value, slice_spacing_mm,
                                                     dtype=np.int16 if values.dtype == np.int16 else np.float32)
