@@ -24,8 +24,12 @@ import numpy as np
 import SimpleITK as sitk
 
 from medgan.registration import ImageRegistration, cormack_to_hu
-from medgan.registration.evaluation import (apply_known_transform, body_points, random_transform,
-                                            target_registration_error)
+from medgan.registration.evaluation import (
+    apply_known_transform,
+    body_points,
+    random_transform,
+    target_registration_error,
+)
 
 CASES = {
     # name: (fixed file, moving source file or None (= fixed), mode, affine known transform, min Dice)
@@ -64,8 +68,8 @@ def main() -> None:
     args = parser.parse_args()
     root = Path(args.data_root)
 
-    print(f"| case | working spacing (mm) | TRE mean (mm) | TRE max (mm) | wall s / registration | CPU s | "
-          f"Dice before -> after |")
+    print("| case | working spacing (mm) | TRE mean (mm) | TRE max (mm) | wall s / registration | CPU s | "
+          "Dice before -> after |")
     print("|---|---|---|---|---|---|---|")
     for name in args.cases:
         fixed_file, source_file, mode, affine, min_dice = CASES[name]

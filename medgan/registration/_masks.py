@@ -7,8 +7,6 @@ slice (air in sinuses, dark bone on MR) and the largest connected component is k
 
 from __future__ import annotations
 
-from typing import Tuple
-
 import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
@@ -18,7 +16,7 @@ CT_BODY_THRESHOLD_HU = -500.0
 HU_AIR_PERCENTILE_MAX = -900.0
 
 
-def body_mask(image: sitk.Image, closing_mm: float = 4.0) -> Tuple[sitk.Image, str]:
+def body_mask(image: sitk.Image, closing_mm: float = 4.0) -> tuple[sitk.Image, str]:
     """Binary body mask of ``image`` on its own grid.
 
     Args:

@@ -9,8 +9,9 @@ convert without resampling.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Union
 
 import numpy as np
 import SimpleITK as sitk

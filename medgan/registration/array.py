@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-from typing import Optional
 
 import torch
 from monai.transforms import Transform
@@ -24,7 +23,7 @@ class RegisterToFixed(Transform):
         registration: the configured registration; ``ImageRegistration()`` (rigid, Mattes MI) if None.
     """
 
-    def __init__(self, registration: Optional[ImageRegistration] = None) -> None:
+    def __init__(self, registration: ImageRegistration | None = None) -> None:
         self.registration = registration or ImageRegistration()
 
     def __call__(self, moving: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:

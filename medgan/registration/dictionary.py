@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Hashable, Mapping, Optional
+from collections.abc import Hashable, Mapping
 
 import torch
 from monai.config import KeysCollection
@@ -26,7 +26,7 @@ class RegisterToFixedd(MapTransform):
         allow_missing_keys: skip moving keys that are absent.
     """
 
-    def __init__(self, keys: KeysCollection, fixed_key: str, registration: Optional[ImageRegistration] = None,
+    def __init__(self, keys: KeysCollection, fixed_key: str, registration: ImageRegistration | None = None,
                  allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
         if fixed_key in self.keys:

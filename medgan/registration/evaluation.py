@@ -8,7 +8,7 @@ find ``S^-1`` (fixed point -> moving point); the TRE at a fixed point ``p`` is
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -44,7 +44,7 @@ def random_transform(rng: np.random.Generator, centre_mm: Sequence[float], affin
 
 
 def apply_known_transform(source: sitk.Image, transform: sitk.Transform,
-                          reference: Optional[sitk.Image] = None) -> sitk.Image:
+                          reference: sitk.Image | None = None) -> sitk.Image:
     """Resample ``source`` through ``transform`` (moving point -> source point) onto ``reference``'s grid.
 
     The background is the source's 0.5th percentile (air). ``reference`` defaults to the source grid.

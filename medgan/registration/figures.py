@@ -8,7 +8,7 @@ views, anterior on the left of sagittal views, superior at the top).
 from __future__ import annotations
 
 import os
-from typing import Tuple, Union
+from typing import Union
 
 import numpy as np
 import SimpleITK as sitk
@@ -56,7 +56,7 @@ def save_registration_figure(fixed: sitk.Image, registered: sitk.Image, path: Pa
     plt.close(figure)
 
 
-def _display_volumes(fixed: sitk.Image, registered: sitk.Image, max_size_vox: int) -> Tuple[np.ndarray, np.ndarray]:
+def _display_volumes(fixed: sitk.Image, registered: sitk.Image, max_size_vox: int) -> tuple[np.ndarray, np.ndarray]:
     size = np.asarray(fixed.GetSize())
     corners = np.array([fixed.TransformIndexToPhysicalPoint([int(i * (s - 1)) for i, s in zip(c, size)])
                         for c in np.ndindex(2, 2, 2)])
@@ -73,13 +73,13 @@ def _display_volumes(fixed: sitk.Image, registered: sitk.Image, max_size_vox: in
     return volumes[0], volumes[1]
 
 
-def _centre(volume: np.ndarray) -> Tuple[int, int, int]:
+def _centre(volume: np.ndarray) -> tuple[int, int, int]:
     """Centre of the part of the volume above its median (the body), as (z, y, x) indices."""
     finite = np.nan_to_num(volume, nan=np.nanmin(volume))
     weights = finite > np.median(finite)
     if not weights.any():
         return tuple(s // 2 for s in volume.shape)  # type: ignore[return-value]
-    return tuple(int(round(c.mean())) for c in np.nonzero(weights))  # type: ignore[return-value]
+    return tuple(round(c.mean()) for c in np.nonzero(weights))  # type: ignore[return-value]
 
 
 def _window(volume: np.ndarray) -> np.ndarray:
@@ -92,7 +92,7 @@ def _window(volume: np.ndarray) -> np.ndarray:
     return np.clip(np.nan_to_num(scaled, nan=0.0), 0.0, 1.0)
 
 
-def _checkerboard(shape: Tuple[int, int], tiles: int) -> np.ndarray:
+def _checkerboard(shape: tuple[int, int], tiles: int) -> np.ndarray:
     rows = (np.arange(shape[0]) * tiles // max(shape[0], 1)) % 2
     cols = (np.arange(shape[1]) * tiles // max(shape[1], 1)) % 2
     return (rows[:, None] ^ cols[None, :]).astype(bool)

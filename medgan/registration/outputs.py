@@ -11,7 +11,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Dict, Optional, Union
+from typing import Union
 
 import numpy as np
 import SimpleITK as sitk
@@ -32,7 +32,7 @@ QC_PNG_NAME = "qc.png"
 
 
 def register_files(fixed_path: PathLike, moving_path: PathLike, out_dir: PathLike,
-                   registration: Optional[ImageRegistration] = None, overwrite: bool = False) -> Dict[str, Path]:
+                   registration: ImageRegistration | None = None, overwrite: bool = False) -> dict[str, Path]:
     """Register ``moving_path`` onto ``fixed_path`` and write the outputs into ``out_dir``.
 
     Writes ``registered.nii.gz`` (the moving image on the fixed grid, in the moving file's pixel type),

@@ -17,7 +17,8 @@ import dataclasses
 import logging
 import math
 import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
@@ -76,21 +77,21 @@ class RegistrationQC:
 
     mode: str
     metric: str
-    metric_before: Optional[float]
+    metric_before: float | None
     metric_after: float
     mask_dice_before: float
     mask_dice_after: float
-    jacobian_min: Optional[float]
-    jacobian_max: Optional[float]
-    stages: List[StageReport]
+    jacobian_min: float | None
+    jacobian_max: float | None
+    stages: list[StageReport]
     fixed_mask_method: str
     moving_mask_method: str
     working_spacing_mm: float
     runtime_s: float
     passed: bool
-    failures: List[str]
+    failures: list[str]
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
@@ -217,7 +218,7 @@ class ImageRegistration:
                                         fix="check that the image is not empty and holds the anatomy")
         sampling_mask = self._sampling_mask(fixed_mask)
 
-        stages: List[StageReport] = []
+        stages: list[StageReport] = []
         transform: sitk.Transform = self._initial_rigid(fixed_w, moving_w, fixed_mask, moving_mask)
         try:
             transform = self._run_stage("rigid", fixed_w, moving_w, sampling_mask, transform, stages)
@@ -246,7 +247,7 @@ class ImageRegistration:
         logger.info("registered %s: %s", name, _figures(qc))
         return RegistrationResult(transform=transform, registered=registered, qc=qc)
 
-    def metric_value(self, fixed: sitk.Image, moving: sitk.Image, transform: sitk.Transform) -> Optional[float]:
+    def metric_value(self, fixed: sitk.Image, moving: sitk.Image, transform: sitk.Transform) -> float | None:
         """The configured metric (lower is better) of ``moving`` mapped through ``transform`` onto ``fixed``.
 
         Evaluated as QC does: on the working copies, inside the dilated fixed body mask. ``None`` when
@@ -295,7 +296,7 @@ class ImageRegistration:
         return method
 
     def _run_stage(self, stage: str, fixed_w: sitk.Image, moving_w: sitk.Image, sampling_mask: sitk.Image,
-                   initial: sitk.Transform, stages: List[StageReport]) -> sitk.Transform:
+                   initial: sitk.Transform, stages: list[StageReport]) -> sitk.Transform:
         tic = time.perf_counter()
         method = self._method(sampling_mask, self.shrink_factors, self.smoothing_sigmas_mm)
         # A slow step relaxation (0.8) keeps noisy sampled-MI gradients from shrinking the step before
@@ -312,11 +313,11 @@ class ImageRegistration:
         return _unwrap(result)
 
     def _run_bspline(self, fixed_w: sitk.Image, moving_w: sitk.Image, sampling_mask: sitk.Image,
-                     bulk: sitk.Transform, stages: List[StageReport]) -> sitk.Transform:
+                     bulk: sitk.Transform, stages: list[StageReport]) -> sitk.Transform:
         tic = time.perf_counter()
         levels = min(2, len(self.shrink_factors))
         extent = np.asarray(fixed_w.GetSize()) * np.asarray(fixed_w.GetSpacing())
-        mesh = [max(1, int(round(e / self.bspline_grid_spacing_mm))) for e in extent]
+        mesh = [max(1, round(e / self.bspline_grid_spacing_mm)) for e in extent]
         bspline = sitk.BSplineTransformInitializer(fixed_w, mesh, order=3)
         method = self._method(sampling_mask, self.shrink_factors[-levels:], self.smoothing_sigmas_mm[-levels:])
         # A fixed number of samples: the cost of a B-spline gradient grows with samples x control points.
@@ -337,7 +338,7 @@ class ImageRegistration:
 
     # -------------------------------------------------------------------- QC
     def _metric_value(self, fixed_w: sitk.Image, moving_w: sitk.Image, sampling_mask: sitk.Image,
-                      transform: sitk.Transform) -> Optional[float]:
+                      transform: sitk.Transform) -> float | None:
         method = self._method(sampling_mask, [1], [0.0])
         method.SetMetricSamplingStrategy(method.REGULAR)
         method.SetMetricSamplingPercentage(min(1.0, 2 * self.sampling_fraction), self.seed)
@@ -351,7 +352,7 @@ class ImageRegistration:
 
     def _quality_control(self, fixed_w: sitk.Image, moving_w: sitk.Image, fixed_mask: sitk.Image,
                          moving_mask: sitk.Image, sampling_mask: sitk.Image, transform: sitk.Transform,
-                         stages: List[StageReport], fixed_method: str, moving_method: str,
+                         stages: list[StageReport], fixed_method: str, moving_method: str,
                          start: float) -> RegistrationQC:
         identity = sitk.Transform(3, sitk.sitkIdentity)
         before = self._metric_value(fixed_w, moving_w, sampling_mask, identity)
@@ -362,7 +363,7 @@ class ImageRegistration:
         if self.mode is RegistrationMode.DEFORMABLE:
             jac_min, jac_max = jacobian_range(transform, fixed_w)
 
-        failures: List[str] = []
+        failures: list[str] = []
         if after is None:
             failures.append("the metric cannot be evaluated at the result (images do not overlap)")
         elif before is not None and not after < before:
@@ -387,7 +388,7 @@ class ImageRegistration:
         )
 
 
-def jacobian_range(transform: sitk.Transform, reference: sitk.Image) -> Tuple[float, float]:
+def jacobian_range(transform: sitk.Transform, reference: sitk.Image) -> tuple[float, float]:
     """Minimum and maximum Jacobian determinant of ``transform`` sampled on ``reference``'s grid."""
     to_field = sitk.TransformToDisplacementFieldFilter()
     to_field.SetReferenceImage(reference)
@@ -447,7 +448,7 @@ def _itk_message(err: RuntimeError) -> str:
     return lines[-1] if lines else type(err).__name__
 
 
-def _round(value: Optional[float]) -> Optional[float]:
+def _round(value: float | None) -> float | None:
     return None if value is None else round(float(value), 6)
 
 
@@ -460,7 +461,7 @@ def _figures(qc: RegistrationQC) -> str:
     return ", ".join(parts)
 
 
-def transform_to_dict(transform: sitk.Transform) -> Dict[str, Any]:
+def transform_to_dict(transform: sitk.Transform) -> dict[str, Any]:
     """A JSON-ready description of a (possibly composite) transform; :func:`transform_from_dict` rebuilds it."""
     transform = transform.Downcast()
     if isinstance(transform, sitk.CompositeTransform):
@@ -476,7 +477,7 @@ _TRANSFORM_TYPES = {"Euler3DTransform": sitk.Euler3DTransform, "AffineTransform"
                     "BSplineTransform": lambda: sitk.BSplineTransform(3, 3)}
 
 
-def transform_from_dict(description: Dict[str, Any]) -> sitk.Transform:
+def transform_from_dict(description: dict[str, Any]) -> sitk.Transform:
     """Rebuild a transform written by :func:`transform_to_dict`."""
     parts = []
     for item in description["transforms"]:

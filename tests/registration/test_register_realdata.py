@@ -16,8 +16,12 @@ import SimpleITK as sitk
 from medgan.errors import RegistrationError
 from medgan.registration import ImageRegistration, cormack_to_hu, register_files
 from medgan.registration._sitk import resample_isotropic
-from medgan.registration.evaluation import (apply_known_transform, body_points, random_transform,
-                                            target_registration_error)
+from medgan.registration.evaluation import (
+    apply_known_transform,
+    body_points,
+    random_transform,
+    target_registration_error,
+)
 
 pytestmark = pytest.mark.realdata
 

@@ -12,14 +12,24 @@ import torch
 
 from medgan.cli import main
 from medgan.errors import RegistrationError
-from medgan.registration import (ImageRegistration, RegisterToFixedd, register_files, transform_from_dict)
+from medgan.registration import (
+    ImageRegistration,
+    RegisterToFixedd,
+    register_files,
+    transform_from_dict,
+)
 from medgan.registration._sitk import metatensor_to_sitk, sitk_to_metatensor
-from medgan.registration.evaluation import (apply_known_transform, body_points, random_transform,
-                                            target_registration_error)
+from medgan.registration.evaluation import (
+    apply_known_transform,
+    body_points,
+    random_transform,
+    target_registration_error,
+)
 from medgan.registration.register import jacobian_range
+
 from ._phantom import head_phantom
 
-FAST = dict(working_spacing_mm=3.0, iterations=100)
+FAST = {"working_spacing_mm": 3.0, "iterations": 100}
 
 
 @pytest.fixture(scope="module")
