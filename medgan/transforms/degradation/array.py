@@ -11,7 +11,6 @@ pair can be rebuilt from its metadata (TorchIO ``RandomNoise`` -> ``Noise`` styl
 from __future__ import annotations
 
 import copy
-import logging
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
@@ -35,7 +34,6 @@ from medgan.transforms.degradation.lowdose import (
 from medgan.transforms.degradation.projector import FILTER_NAMES
 from medgan.transforms.degradation.thick_slice import PROFILES, ThickSliceParameters, simulate_thick_slices
 
-logger = logging.getLogger(__name__)
 
 META_KEY = "medgan"
 _MAX_SEED = 2**31 - 1
