@@ -38,7 +38,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     low.add_argument("--filter", choices=_FILTERS, default="ram-lak",
                      help="FBP filter of the noise; match the scan's reconstruction (default: ram-lak)")
     low.add_argument("--cutoff", type=float, default=1.0, help="filter cut-off, fraction of Nyquist (default: 1)")
-    low.add_argument("--fast", action="store_true", help="image-domain approximation (validated against the projection path, ~30x faster)")
+    low.add_argument("--fast", action="store_true",
+                     help="image-domain approximation (validated against the projection path, ~30x faster)")
     low.set_defaults(func=_low_dose)
 
     kernel = _add_kind(kinds, "kernel", "re-reconstruct with another FBP filter (smoother or sharper)")
