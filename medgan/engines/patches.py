@@ -21,12 +21,11 @@ Case = Mapping[str, torch.Tensor]
 
 
 def _as_case(case: Case) -> dict[str, torch.Tensor]:
-    """A float32, channel-first copy of a case's arrays (the caller's tensors are not modified)."""
+    """The case's arrays as float32 channel-first tensors (shared, never modified in place)."""
     out = {}
     for key, value in case.items():
-        tensor = torch.as_tensor(np.asarray(value) if not isinstance(value, torch.Tensor) else value)
-        if isinstance(tensor, torch.Tensor) and hasattr(tensor, "as_tensor"):
-            tensor = tensor.as_tensor()  # drop MetaTensor metadata: patches need none
+        tensor = value.as_tensor() if hasattr(value, "as_tensor") else torch.as_tensor(np.asarray(value))
+        # (MetaTensor metadata is dropped: patches need none)
         if tensor.ndim != 4:
             raise ValueError(f"case key {key!r} must be channel-first (C, X, Y, Z), got shape {tuple(tensor.shape)}")
         out[key] = tensor.float()
