@@ -5,6 +5,7 @@ from medgan.engines.image_pool import ImagePool
 from medgan.engines.keys import CycleKeys, TranslationKeys
 from medgan.engines.paired import PairedGANTrainer
 from medgan.engines.patches import IterationSampler, PairedPatchDataset, UnpairedPatchDataset, paired_patch_transform
+from medgan.engines.train import train_cyclegan, train_paired
 
 __all__ = [
     "CycleGANTrainer",
@@ -16,4 +17,6 @@ __all__ = [
     "TranslationKeys",
     "UnpairedPatchDataset",
     "paired_patch_transform",
+    "train_cyclegan",
+    "train_paired",
 ]
