@@ -49,7 +49,7 @@ _CSS = """
 body{font-family:DejaVu Sans,Arial,sans-serif;margin:24px;color:#222;max-width:1500px}
 h1{font-size:22px}h2{font-size:18px;border-bottom:1px solid #999;margin-top:32px}h3{font-size:15px}
 table{border-collapse:collapse;font-size:12px;margin:8px 0}
-th,td{border:1px solid #bbb;padding:3px 6px;text-align:left;vertical-align:top}
+th,td{border:1px solid #bbb;padding:3px 6px;text-align:left;vertical-align:top;overflow-wrap:anywhere}
 th{background:#eee}td.num{text-align:right;font-variant-numeric:tabular-nums}
 code{font-size:11px;word-break:break-all}
 .banner{background:#fff3cd;border:2px solid #c99a00;padding:10px 14px;font-weight:bold}
@@ -76,6 +76,8 @@ def _cell(value: Any) -> str:
 
 
 def _is_number(text: str) -> bool:
+    if len(text) > 24:  # hashes and identifiers are text even when all digits
+        return False
     try:
         float(text)
     except ValueError:

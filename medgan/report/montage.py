@@ -178,6 +178,9 @@ def _draw(rows: List[List[Optional[Tuple[np.ndarray, float, Panel]]]], row_label
             bar = fig.colorbar(mappable, cax=bar_ax, orientation="horizontal")
             low, high = mappable.get_clim()
             bar.set_ticks([low, (low + high) / 2, high])
+            ends = bar.ax.get_xticklabels()
+            ends[0].set_horizontalalignment("left")  # keep end labels inside their own bar
+            ends[-1].set_horizontalalignment("right")
             bar.ax.tick_params(labelsize=7)
             bar_ax.set_box_aspect(0.06)
     fig.suptitle(suptitle, fontsize=10)
