@@ -31,8 +31,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="simulated dose / real dose, in (0, 1], e.g. 0.25 for quarter dose")
     low.add_argument("--seed", type=int, default=0, help="seed of the noise draw (default: 0)")
     low.add_argument("--i0", type=float, default=None,
-                     help="effective photons per detector bin per rotation at full dose (default: calibrated, "
-                          "see docs/simulation.md)")
+                     help="effective photons per 1 mm detector bin per rotation at full dose (default: "
+                          "calibrated, see docs/simulation.md)")
+    low.add_argument("--i0-reference-pixel-mm", type=float, default=1.0,
+                     help="pixel size --i0 is quoted for; photons per bin scale as 1/pixel^2 so a dose gives the "
+                          "same noise on any grid (default: 1); 0: --i0 is per bin of the image's own pixels")
     low.add_argument("--electronic-noise", type=float, default=None, help="electronic noise SD in counts")
     low.add_argument("--views", type=int, default=None, help="projection angles (default: from the slice size)")
     low.add_argument("--filter", choices=_FILTERS, default="ram-lak",
@@ -86,6 +89,7 @@ def _low_dose(args: argparse.Namespace) -> int:
     optional = {"i0_photons": args.i0, "electronic_noise_sd": args.electronic_noise}
     transform = SimulateLowDose(args.dose_fraction, seed=args.seed, n_views=args.views, filter_name=args.filter,
                                 cutoff=args.cutoff, fast=args.fast, num_threads=args.threads,
+                                i0_reference_pixel_mm=args.i0_reference_pixel_mm or None,
                                 **{k: v for k, v in optional.items() if v is not None})
     return _run(args, transform)
 

@@ -61,6 +61,19 @@ def test_noise_power_spectrum_is_fbp_shaped_not_white(phantom):
     assert np.all(np.diff(nps[:4]) > 0) and np.argmax(nps) >= 3
 
 
+@pytest.mark.parametrize("reference_mm,expected_ratio", [(1.0, 1.0), (None, 2.0)])
+def test_noise_on_a_finer_grid_follows_the_photon_convention(reference_mm, expected_ratio):
+    """With I0 quoted for a reference pixel the same dose gives the same noise on any grid; per physical bin
+    (fixed fluence) halving the pixel doubles the noise."""
+    sds = []
+    for shape, pixel_mm in (((80, 80, 1), 2.8), ((160, 160, 1), 1.4)):
+        hu = make_head_phantom(shape=shape, spacing_mm=(pixel_mm, pixel_mm, 3.0)).numpy().astype(np.float32)
+        params = LowDoseParameters(0.25, seed=1, i0_reference_pixel_mm=reference_mm, n_views=240)
+        noise = simulate_low_dose(hu, pixel_mm, params) - hu
+        sds.append(float(noise[tissue_mask(hu, 0.0, 100.0, 3 if pixel_mm < 2 else 1)].std()))
+    assert sds[1] / sds[0] == pytest.approx(expected_ratio, rel=0.15)
+
+
 @pytest.mark.parametrize("dose", [0.0, -0.1, 1.5, float("nan")])
 def test_dose_fraction_outside_unit_interval_is_refused(dose):
     with pytest.raises(SimulationError, match=r"outside \(0, 1\]"):
@@ -137,5 +150,5 @@ def test_head_phantom_quarter_dose_noise_and_bias(real_file):
     hu = _load(real_file(HEAD_THIN), slice(48, 52))
     noise = simulate_low_dose(hu, 0.4512, LowDoseParameters(0.25, seed=2)) - hu
     brain = tissue_mask(hu, 0.0, 100.0, 3)
-    assert 30.0 < float(noise[brain].std()) < 90.0
+    assert 5.0 < float(noise[brain].std()) < 15.0  # a head is far more transparent than an abdomen
     assert abs(float(noise[brain].mean())) < 2.0

@@ -72,11 +72,13 @@ def test_thinner_than_input_or_longer_than_volume_is_refused():
 
 @pytest.fixture(scope="module")
 def head_pair(real_file):
+    """Thin and thick real volumes, every other pixel in-plane (slab averaging is per pixel, so the MAE
+    statistics hold; the affines are the files' own: only their slice axis is compared)."""
     import nibabel as nib
 
     thin, thick = nib.load(str(real_file(HEAD_THIN))), nib.load(str(real_file(HEAD_THICK)))
-    return (np.asarray(thin.dataobj, dtype=np.float32), thin.affine,
-            np.asarray(thick.dataobj, dtype=np.float32), thick.affine)
+    return (np.asarray(thin.dataobj, dtype=np.float32)[::2, ::2], thin.affine,
+            np.asarray(thick.dataobj, dtype=np.float32)[::2, ::2], thick.affine)
 
 
 @pytest.mark.realdata
@@ -96,10 +98,10 @@ def test_simulated_5mm_matches_the_scanner_geometry_slice_by_slice(head_pair):
 def test_triangular_profile_fits_the_scanner_better_than_a_plain_average_without_bias(head_pair):
     thin, thin_affine, real, _ = head_pair
     head = real > -500.0
-    smooth = ndimage.uniform_filter(thin, (9, 9, 1))
-    homogeneous = ndimage.minimum_filter(((smooth >= 0) & (smooth <= 100)).astype(np.uint8), size=(7, 7, 9))
+    smooth = ndimage.uniform_filter(thin, (5, 5, 1))  # about 4.5 mm, as 9 pixels of the full grid
+    homogeneous = ndimage.minimum_filter(((smooth >= 0) & (smooth <= 100)).astype(np.uint8), size=(4, 4, 9))
     tissue = homogeneous.astype(bool)[:, :, 2::5]  # tissue uniform over each slab
-    assert tissue.sum() > 5000
+    assert tissue.sum() > 1500
     errors = {}
     for profile in PROFILES:
         simulated = simulate_thick_slices(thin, thin_affine, ThickSliceParameters(5.0, 5.0, profile))[0]

@@ -23,6 +23,7 @@ from medgan.transforms.degradation.kernel import KernelParameters, simulate_kern
 from medgan.transforms.degradation.lowdose import (
     DEFAULT_ELECTRONIC_NOISE_SD,
     DEFAULT_I0_PHOTONS,
+    DEFAULT_I0_REFERENCE_PIXEL_MM,
     MU_WATER_PER_MM,
     LowDoseParameters,
     check_ct_hu,
@@ -95,12 +96,16 @@ class SimulateLowDose(Transform):
     Args:
         dose_fraction: simulated dose / real dose, in (0, 1].
         seed: seed of the noise draw (the same seed gives the same noise).
-        i0_photons: effective incident photons per detector bin per 180-degree rotation at full dose.
+        i0_photons: effective incident photons per detector bin per 180-degree rotation at full
+            dose, quoted for bins of ``i0_reference_pixel_mm``.
         electronic_noise_sd: electronic noise SD, counts per bin per view.
         n_views: projection angles; ``None``: from the slice size (180 to 360).
         filter_name: FBP filter of the noise reconstruction (match the reference reconstruction).
         cutoff: filter cut-off, fraction of Nyquist.
         mu_water_per_mm: attenuation of water, 1/mm.
+        i0_reference_pixel_mm: pixel size ``i0_photons`` is quoted for (photons per bin scale as
+            ``1/pixel^2``: the same dose gives the same noise on any grid); ``None``: per bin of the
+            image's own pixels.
         fast: use the validated image-domain approximation instead of the projection path.
         pixel_mm: in-plane pixel size (mm) for inputs without an affine; overrides the affine's.
         num_threads: threads over slices (``None``: all CPUs this process may use).
@@ -116,12 +121,14 @@ class SimulateLowDose(Transform):
         filter_name: str = "ram-lak",
         cutoff: float = 1.0,
         mu_water_per_mm: float = MU_WATER_PER_MM,
+        i0_reference_pixel_mm: Optional[float] = DEFAULT_I0_REFERENCE_PIXEL_MM,
         fast: bool = False,
         pixel_mm: Optional[float] = None,
         num_threads: Optional[int] = None,
     ) -> None:
         self.params = LowDoseParameters(dose_fraction, int(seed), i0_photons, electronic_noise_sd, n_views,
-                                        filter_name, cutoff, mu_water_per_mm)
+                                        filter_name, cutoff, mu_water_per_mm,
+                                        i0_reference_pixel_mm=i0_reference_pixel_mm)
         self.fast = fast
         self.pixel_mm = pixel_mm
         self.num_threads = num_threads

@@ -6,18 +6,23 @@ Physics (per axial slice, parallel beam, see :mod:`.projector`):
    (water at the ~70 keV effective energy of a 120 kVp beam; NIST XCOM 0.1929 cm^2/g at 70 keV),
    clipped at 0 (values below -1024 HU are scanner padding and count as air).
 2. Forward projection ``p`` (line integrals) with detector bins one pixel wide.
-3. Transmitted counts ``I = Poisson(I0 * dose_fraction * exp(-p)) + Normal(0, electronic_noise_sd^2)``,
-   floored at 1 count, and the noisy line integrals ``p_noisy = -log(I / (I0 * dose_fraction))``.
+3. Transmitted counts ``I = Poisson(N * exp(-p)) + Normal(0, electronic_noise_sd^2)`` with
+   ``N`` the incident photons per bin and view at the simulated dose, floored at 1 count, and the
+   noisy line integrals ``p_noisy = -log(I / N)``.
 4. ``low = image + FBP(p_noisy) - FBP(p)``. FBP is linear, so this is one FBP of ``p_noisy - p``
    with the *same* filter for both terms: the pair differs only by noise, and the real image is
    kept as the normal-dose image (no re-projection error enters the pair).
 
-``I0`` is an *effective* photon count per detector bin per view of this geometry (bins one pixel
-wide, ``n_views`` views). Image noise scales as ``1 / (pixel_mm * sqrt(n_views * I0 * dose))``,
-so the default was calibrated on a real 3 mm abdominal CT: at ``dose_fraction=0.25`` the noise
+``I0`` is an *effective* photon count per detector bin at full dose, summed over one 180-degree
+rotation: ``N = I0 * dose_fraction / n_views * (i0_reference_pixel_mm / pixel_mm)^2``. FBP noise
+scales as ``1 / (pixel_mm * sqrt(photons per bin))``, so quoting ``I0`` for a reference pixel and
+scaling it by ``1/pixel^2`` makes a dose fraction give the same noise SD in HU on any grid (the
+noise a reader sees at that dose, whatever the voxel size); ``i0_reference_pixel_mm=None`` takes
+``I0`` per bin of the image's own pixel size instead (fixed fluence: larger pixels, less noise).
+The default was calibrated on a real 3 mm abdominal CT: at ``dose_fraction=0.25`` the noise
 standard deviation of ``low - normal`` in soft tissue is in the 43-59 HU range measured on the
-Mayo 2016 quarter-dose data (see docs/simulation.md for the figures). Use :func:`calibrate_i0`
-to reach another noise level on another grid.
+Mayo 2016 quarter-dose data (see docs/simulation.md). Use :func:`calibrate_i0` to reach another
+noise level.
 
 The fast path :func:`simulate_low_dose_fast` draws image-domain noise with the FBP noise power
 spectrum of the same geometry and filter, scaled pixel by pixel by the variance that the
@@ -52,8 +57,9 @@ MU_WATER_PER_MM: float = 0.0193
 
 AIR_HU: float = -1000.0
 PADDING_FLOOR_HU: float = -1024.0
-DEFAULT_I0_PHOTONS: float = 6.5e7
-"""Effective incident photons per detector bin per view at full dose (see the module docstring)."""
+DEFAULT_I0_PHOTONS: float = 5.85e8
+"""Effective incident photons per 1 mm detector bin per rotation at full dose (see the module docstring)."""
+DEFAULT_I0_REFERENCE_PIXEL_MM: float = 1.0
 DEFAULT_ELECTRONIC_NOISE_SD: float = 3.0
 """Electronic noise standard deviation, in detected counts per bin per view."""
 _MIN_COUNTS: float = 1.0
@@ -75,6 +81,9 @@ class LowDoseParameters:
         cutoff: filter cut-off, fraction of Nyquist.
         mu_water_per_mm: attenuation of water, 1/mm.
         projector: astra projector type.
+        i0_reference_pixel_mm: pixel size that ``i0_photons`` is quoted for; photons per bin scale
+            as ``(i0_reference_pixel_mm / pixel_mm)^2`` (same noise on any grid). ``None``:
+            ``i0_photons`` is per bin of the image's own pixel size.
     """
 
     dose_fraction: float
@@ -86,6 +95,7 @@ class LowDoseParameters:
     cutoff: float = 1.0
     mu_water_per_mm: float = MU_WATER_PER_MM
     projector: str = "linear"
+    i0_reference_pixel_mm: Optional[float] = DEFAULT_I0_REFERENCE_PIXEL_MM
 
     def __post_init__(self) -> None:
         check_dose_fraction(self.dose_fraction)
@@ -105,6 +115,11 @@ class LowDoseParameters:
     def as_dict(self) -> dict:
         """Plain-type dict of the parameters (for metadata and manifests)."""
         return dataclasses.asdict(self)
+
+    def photons_per_bin_view(self, pixel_mm: float) -> float:
+        """Incident photons per detector bin and view at the simulated dose (needs ``n_views`` resolved)."""
+        scale = 1.0 if self.i0_reference_pixel_mm is None else (self.i0_reference_pixel_mm / pixel_mm) ** 2
+        return self.i0_photons * self.dose_fraction / self.n_views * scale
 
 
 def check_dose_fraction(dose_fraction: float) -> None:
@@ -169,13 +184,13 @@ def in_plane_pixel_mm(spacing_mm: Tuple[float, ...], name: str = "the input volu
     return 0.5 * (sx + sy)
 
 
-def _counts_to_delta_p(p: np.ndarray, rng: np.random.Generator, params: LowDoseParameters) -> np.ndarray:
-    """Noisy minus noiseless line integrals for line integrals ``p`` at the simulated dose."""
-    blank = params.i0_photons * params.dose_fraction / params.n_views
+def _counts_to_delta_p(p: np.ndarray, rng: np.random.Generator, blank: float,
+                       electronic_noise_sd: float) -> np.ndarray:
+    """Noisy minus noiseless line integrals for line integrals ``p`` and ``blank`` incident photons."""
     expected = blank * np.exp(-p.astype(np.float64))
     counts = rng.poisson(expected).astype(np.float64)
-    if params.electronic_noise_sd > 0:
-        counts += rng.normal(0.0, params.electronic_noise_sd, size=counts.shape)
+    if electronic_noise_sd > 0:
+        counts += rng.normal(0.0, electronic_noise_sd, size=counts.shape)
     counts = np.maximum(counts, _MIN_COUNTS)
     return (-np.log(counts / blank) - p).astype(np.float32)
 
@@ -209,12 +224,14 @@ def simulate_low_dose(
     sino_filter = make_filter(geometry, params.filter_name, params.cutoff)
     rngs = _slice_rngs(params.seed, volume.shape[2])
     hu_per_mu_px = 1000.0 / (params.mu_water_per_mm * pixel_mm)
+    blank = params.photons_per_bin_view(pixel_mm)
 
     with open_projector(geometry) as projector:
 
         def one_slice(k: int, hu_slice: np.ndarray) -> np.ndarray:
             p = projector.forward(hu_to_mu_per_pixel(hu_slice, pixel_mm, params.mu_water_per_mm))
-            delta = projector.back(sino_filter(_counts_to_delta_p(p, rngs[k], params)))
+            delta_p = _counts_to_delta_p(p, rngs[k], blank, params.electronic_noise_sd)
+            delta = projector.back(sino_filter(delta_p))
             return hu_slice + hu_per_mu_px * delta
 
         return map_slices(one_slice, volume, num_threads=num_threads)
@@ -301,7 +318,7 @@ def simulate_low_dose_fast(
     coarse = ParallelBeamGeometry(rows // factor, cols // factor, variance_views, projector="linear")
     rngs = _slice_rngs(params.seed, volume.shape[2])
     hu_per_mu_px = 1000.0 / (params.mu_water_per_mm * pixel_mm)
-    blank = params.i0_photons * params.dose_fraction / params.n_views
+    blank = params.photons_per_bin_view(pixel_mm)
 
     with open_projector(coarse) as projector:
         coverage = projector.back(np.ones((coarse.n_views, coarse.n_detectors), np.float32))
