@@ -121,13 +121,13 @@ def input_modality(image: Any, path: Optional[PathLike] = None) -> Tuple[Optiona
     Returns:
         ``(modality or None, evidence)``; modality is ``CT``, ``MR``, ``SEG``, another DICOM value or None.
     """
-    from medgan.manifest.images import _sidecar_modality, detect_modality
+    from medgan.manifest.images import sidecar_modality, detect_modality
 
     dicom_modality = str(_meta(image).get("Modality") or "").strip().upper()
     if dicom_modality:
         return dicom_modality, f"DICOM Modality={dicom_modality}"
     if path is not None and Path(path).is_file():
-        modality, evidence = _sidecar_modality(Path(path))
+        modality, evidence = sidecar_modality(Path(path))
         if modality:
             return modality, evidence
     return detect_modality(_sample(_array(image)))

@@ -117,11 +117,20 @@ def _nifti_header(path: Path) -> ImageHeader:
     if n_bytes > MAX_IMAGE_BYTES:
         raise ImageHeaderError(f"header declares {n_bytes / 1024**3:.1f} GiB of voxels", "the header is corrupt; "
                                "re-export the image")
-    if not path.name.lower().endswith(".gz"):
-        expected = int(image.header.get("vox_offset", 0)) + n_bytes
-        if path.stat().st_size < expected:
-            raise ImageHeaderError(f"file holds {path.stat().st_size} bytes but its header declares {expected}",
-                                   "the file is truncated; copy or export it again")
+    expected = int(image.header.get("vox_offset", 0)) + n_bytes
+    if path.name.lower().endswith(".gz"):  # counted to the end: checks the CRC that sampling never reaches
+        from medgan.errors import ImageFileError
+        from medgan.io.nifti import gzip_stream_size
+
+        try:
+            held = gzip_stream_size(path, expected)
+        except ImageFileError as err:
+            raise ImageHeaderError(err.problem, err.fix or "copy or export it again") from None
+    else:
+        held = path.stat().st_size
+    if held < expected:
+        raise ImageHeaderError(f"file holds {held} bytes but its header declares {expected}",
+                               "the file is truncated; copy or export it again")
     strides = _strides(shape, SAMPLE_VOXELS)
     try:
         proxy = image.dataobj
@@ -139,7 +148,7 @@ def _nifti_header(path: Path) -> ImageHeader:
         raise ImageHeaderError(f"cannot read the voxel data ({type(err).__name__}: {err})",
                                "the file is corrupt or truncated; copy or export it again") from None
     affine = np.asarray(image.affine, dtype=np.float64)
-    modality, evidence = _sidecar_modality(path)
+    modality, evidence = sidecar_modality(path)
     if modality is None:
         modality, evidence = detect_modality(np.asarray(sample, dtype=np.float64))
     spacing = tuple(float(v) for v in np.linalg.norm(affine[:3, :3], axis=0))
@@ -152,7 +161,7 @@ def _strides(shape: Tuple[int, ...], max_voxels: int) -> Tuple[int, ...]:
     return tuple(step for _ in shape)
 
 
-def _sidecar_modality(path: Path) -> Tuple[Optional[str], str]:
+def sidecar_modality(path: Path) -> Tuple[Optional[str], str]:
     name = path.name
     stem = name[:-7] if name.lower().endswith(".nii.gz") else name[:-4]
     sidecar = path.with_name(stem + ".json")

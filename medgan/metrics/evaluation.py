@@ -37,8 +37,11 @@ _NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
 def _load(path: PathLike, series: Optional[str] = None):
     from medgan.io import load_volume
+    from medgan.io.nifti import validate_volume
 
-    return load_volume(path, series=series) if series is not None else load_volume(path)
+    volume = load_volume(path, series=series) if series is not None else load_volume(path)
+    validate_volume(volume, path)  # 3D and finite: a NaN voxel would otherwise drop out of the metrics unseen
+    return volume
 
 
 def _resolve_mask(mask: Optional[str], target, target_name: str, profile: str):
@@ -81,10 +84,11 @@ def evaluate_files(pred_path: PathLike, target_path: PathLike, profile: str = "s
 
 
 def _find_prediction(results_dir: Path, case_id: str) -> Optional[Path]:
+    """``<case_id>/pred.nii.gz`` (the layout ``medgan run`` writes), else ``<case_id>.nii.gz`` or ``<case_id>_*.nii.gz``."""
     for suffix in _NIFTI_SUFFIXES:
-        exact = results_dir / f"{case_id}{suffix}"
-        if exact.is_file():
-            return exact
+        for exact in (results_dir / case_id / f"pred{suffix}", results_dir / f"{case_id}{suffix}"):
+            if exact.is_file():
+                return exact
     matches = sorted(p for p in results_dir.iterdir()
                      if p.name.startswith(case_id) and p.name[len(case_id):len(case_id) + 1] in ("_", "-", ".")
                      and p.name.lower().endswith(_NIFTI_SUFFIXES))

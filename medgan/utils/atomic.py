@@ -22,6 +22,19 @@ PathLike = Union[str, "os.PathLike[str]"]
 _TMP_PREFIX = ".medgan-tmp-"
 
 
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
+def _apply_default_mode(path: Path, directory: bool) -> None:
+    """mkstemp/mkdtemp create private entries (0600/0700): give outputs the usual umask-based mode."""
+    base = 0o777 if directory else 0o666
+    with contextlib.suppress(OSError):
+        os.chmod(path, base & ~_umask())
+
+
 def _check_writable_parent(final: Path) -> None:
     parent = final.parent
     try:
@@ -57,6 +70,7 @@ def atomic_path(path: PathLike, overwrite: bool = True) -> Iterator[Path]:
         yield tmp
         if not tmp.exists() or tmp.stat().st_size == 0:
             raise OutputError("the writer produced no data", final, "see the error above; nothing was written")
+        _apply_default_mode(tmp, directory=False)
         os.replace(tmp, final)
     except OSError as err:
         _silent_unlink(tmp)
@@ -83,6 +97,7 @@ def atomic_directory(path: PathLike, overwrite: bool = False) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=final.parent))
     try:
         yield tmp
+        _apply_default_mode(tmp, directory=True)
         if final.exists():
             trash = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=final.parent))
             os.replace(final, trash / "old")

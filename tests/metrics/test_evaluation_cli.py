@@ -70,7 +70,11 @@ def test_results_folder_against_manifest(tmp_path):
         _save(target, data / f"ref{i}.nii.gz")
         _save(target + 100.0, data / f"in{i}.nii.gz")
         noisy = target + np.random.default_rng(10 + i).normal(0, noise, target.shape).astype(np.float32)
-        _save(noisy, results / f"case{i}.nii.gz")
+        if i == 0:  # a flat file per case
+            _save(noisy, results / f"case{i}.nii.gz")
+        else:  # the layout medgan run writes: <case_id>/pred.nii.gz
+            (results / f"case{i}").mkdir()
+            _save(noisy, results / f"case{i}" / "pred.nii.gz")
         rows.append(f"case{i},patient{i},in{i}.nii.gz,ref{i}.nii.gz,test")
     manifest = data / "manifest.csv"
     manifest.write_text("case_id,patient_id,source,target,split\n" + "\n".join(rows) + "\n")
@@ -88,7 +92,7 @@ def test_results_folder_against_manifest(tmp_path):
     assert summary["n_cases"] == 2
     assert summary["metrics"]["mae_hu"]["mean"] == pytest.approx(np.mean(maes), rel=1e-5)
 
-    (results / "case1.nii.gz").unlink()
+    (results / "case1" / "pred.nii.gz").unlink()
     code = main(["evaluate", "--results", str(results), "--manifest", str(manifest), "-o", str(per_case)])
     assert code == 2  # a missing prediction is an error, not a silently shorter table
 
