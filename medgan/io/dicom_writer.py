@@ -514,7 +514,12 @@ def _write_series(
             ds["PixelData"].VR = "OW"
             ds.file_meta = _file_meta(sop_uid)
             name = f"CT{k + 1:05d}.dcm"
-            ds.save_as(tmp / name, enforce_file_format=True)
+            try:
+                ds.save_as(tmp / name, enforce_file_format=True)
+            except OSError as err:  # pydicom re-raises with a traceback in the text: report the cause only
+                cause = err.__cause__ if isinstance(err.__cause__, OSError) else err
+                raise OutputError(f"writing {name} failed ({cause.strerror or cause})", out_dir,
+                                  "check free disk space and permissions; no partial series was left") from err
             files.append(out_dir / name)
             sop_uids.append(sop_uid)
     logger.info("wrote %d CT images to %s (series %s, study %s)", len(files), out_dir, series_uid, study_uid)

@@ -161,9 +161,9 @@ def _check_declared_size(path: Path, header: Any, shape: Sequence[int], max_byte
             "the header is probably corrupted; if the image is really this large, raise max_bytes")
     offset = int(header.get_data_offset())
     if path.name.lower().endswith(".gz"):
-        available = _gzip_uncompressed_size(path)
-        if available is None or declared >= 2**32:  # ISIZE is the size modulo 2**32: only a lower bound
-            return
+        # Count the stream rather than trust the gzip size field (modulo 2**32, and a file can lie);
+        # reading to the end also verifies the CRC, which nibabel skips when it stops at the data's end.
+        available = gzip_stream_size(path, offset + declared)
     else:
         available = path.stat().st_size
     if offset + declared > available:
@@ -172,16 +172,28 @@ def _check_declared_size(path: Path, header: Any, shape: Sequence[int], max_byte
             f"{max(available - offset, 0)}", path, "the file is truncated or its header is corrupted; re-export it")
 
 
-def _gzip_uncompressed_size(path: Path) -> Optional[int]:
-    """The ISIZE field of a single-member gzip file (uncompressed size mod 2**32), None if unknown."""
+def gzip_stream_size(path: Path, limit: int, chunk_bytes: int = 1 << 24) -> int:
+    """Uncompressed bytes of a gzip file counted by streaming (memory: one chunk), stopping past ``limit``.
+
+    A stream of at most ``limit`` bytes is read to its end, so its CRC and length fields are checked.
+
+    Raises:
+        ImageFileError: the stream is damaged, truncated or not gzip.
+    """
+    import gzip
+
+    total = 0
     try:
-        with open(path, "rb") as handle:
-            if handle.read(2) != b"\x1f\x8b":
-                return None
-            handle.seek(-4, os.SEEK_END)
-            return struct.unpack("<I", handle.read(4))[0]
-    except OSError:
-        return None
+        with gzip.open(path, "rb") as handle:
+            while total <= limit:
+                block = handle.read(chunk_bytes)
+                if not block:
+                    break
+                total += len(block)
+    except (OSError, EOFError, zlib.error) as err:
+        raise ImageFileError(f"the compressed stream is damaged ({type(err).__name__}: {err})", path,
+                             "the file is truncated or corrupted; re-export or re-download it") from None
+    return total
 
 
 def validate_volume(image: Any, path: Optional[PathLike] = None, spatial_dims: int = 3) -> None:
