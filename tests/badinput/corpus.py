@@ -144,7 +144,7 @@ class _FullDiskFile:
     def __init__(self, handle: io.IOBase, budget: int, name: str) -> None:
         self._handle, self._budget, self._name = handle, budget, name
 
-    def write(self, data):  # noqa: ANN001 - bytes or str, as the wrapped file takes
+    def write(self, data):  # bytes or str, as the wrapped file takes
         if len(data) > self._budget:
             if self._budget:
                 self._handle.write(data[: self._budget])
@@ -153,7 +153,7 @@ class _FullDiskFile:
         self._budget -= len(data)
         return self._handle.write(data)
 
-    def writelines(self, lines) -> None:  # noqa: ANN001
+    def writelines(self, lines) -> None:
         for line in lines:
             self.write(line)
 
@@ -175,7 +175,7 @@ def disk_full_below(folder: Path, after_bytes: int = DISK_FULL_AFTER_BYTES) -> I
     """Files opened for writing below ``folder`` raise ``OSError(ENOSPC)`` after ``after_bytes`` bytes."""
     folder = Path(os.path.abspath(folder))
 
-    def fake_open(file, mode="r", *args, **kwargs):  # noqa: ANN001 - the signature of open()
+    def fake_open(file, mode="r", *args, **kwargs):  # the signature of open()
         handle = _REAL_OPEN(file, mode, *args, **kwargs)
         if any(flag in mode for flag in "wax+") and _under(file, folder):
             return _FullDiskFile(handle, after_bytes, os.fspath(file))
@@ -190,7 +190,7 @@ def deny_reading(paths: Sequence[Path]) -> Iterator[None]:
     """Opening any of ``paths`` (or a file below one) raises ``PermissionError`` (``EACCES``)."""
     denied = [Path(os.path.abspath(p)) for p in paths]
 
-    def fake_open(file, mode="r", *args, **kwargs):  # noqa: ANN001
+    def fake_open(file, mode="r", *args, **kwargs):
         if any(_under(file, p) for p in denied):
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(file))
         return _REAL_OPEN(file, mode, *args, **kwargs)
@@ -204,7 +204,7 @@ def deny_reading(paths: Sequence[Path]) -> Iterator[None]:
 
 
 def corpus_source(data_root: Optional[Path]) -> str:
-    """``"real"`` when ``data_root`` holds :data:`REAL_CT_SERIES` (the corpus then breaks real slices), else ``"generated"``."""
+    """``"real"`` when ``data_root`` holds :data:`REAL_CT_SERIES` (real slices are broken), else ``"generated"``."""
     return "real" if data_root is not None and (data_root / REAL_CT_SERIES).is_dir() else "generated"
 
 
@@ -382,7 +382,8 @@ def _no_pixels(env: Environment, folder: Path, files: List[Path]) -> Path:
     return _edit(files[2], lambda ds: delattr(ds, "PixelData"))
 
 
-@_dicom_kind("two_series_mixed", r"several|series|more than one|\b2\b", "a second series (new Series UID) in the folder")
+@_dicom_kind("two_series_mixed", r"several|more than one|\b2 (usable )?(image )?(volumes|series)",
+             "a second series (new Series UID) in the folder")
 def _two_series(env: Environment, folder: Path, files: List[Path]) -> None:
     series_uid = generate_uid()
 
@@ -394,7 +395,8 @@ def _two_series(env: Environment, folder: Path, files: List[Path]) -> None:
         _edit(path, other_series, save_as=path.with_name("second_" + path.name))
 
 
-@_dicom_kind("duplicate_slices", r"duplicate|same position|twice|repeat", "a slice repeated under a new SOP Instance UID")
+@_dicom_kind("duplicate_slices", r"duplicate|same position|share a position|twice|repeat",
+             "a slice repeated under a new SOP Instance UID")
 def _duplicate(env: Environment, folder: Path, files: List[Path]) -> Path:
     def shifted_copy(ds: Dataset) -> None:
         _new_instance(ds)
@@ -554,7 +556,8 @@ def _corrupted_gzip(env: Environment, folder: Path) -> Path:
     return path
 
 
-@_nifti_kind("truncated_nifti", r"truncat|holds only|shorter|end of|unreadable", "an uncompressed .nii cut to half its size")
+@_nifti_kind("truncated_nifti", r"truncat|holds only|shorter|end of|unreadable",
+             "an uncompressed .nii cut to half its size")
 def _truncated_nifti(env: Environment, folder: Path) -> Path:
     data, affine = _ct_values(env)
     path = _save_nifti(data, affine, folder / "ct_truncated.nii")
@@ -660,20 +663,23 @@ def _duplicate_ids(env: Environment, folder: Path) -> Tuple[Path, Path, List[Pat
     return _write_csv(root / "manifest.csv", rows), root, []
 
 
-@_manifest_kind("manifest_missing_columns", r"column|missing|required|patient_id|split", "no patient_id and no split column")
+@_manifest_kind("manifest_missing_columns", r"column|missing|required|patient_id|split",
+                "no patient_id and no split column")
 def _missing_columns(env: Environment, folder: Path) -> Tuple[Path, Path, List[Path]]:
     root = _data_folder(env, folder)
     return _write_csv(root / "manifest.csv", [("case_id", "source"), ("case1", "ct.nii.gz")]), root, []
 
 
-@_manifest_kind("manifest_wrong_encoding", r"utf-?8|encoding|decode|latin", "latin-1 bytes (site 'Hôpital') in a UTF-8 file")
+@_manifest_kind("manifest_wrong_encoding", r"utf-?8|encoding|decode|latin",
+                "latin-1 bytes (site 'Hôpital') in a UTF-8 file")
 def _latin1(env: Environment, folder: Path) -> Tuple[Path, Path, List[Path]]:
     root = _data_folder(env, folder)
     rows = [_HEADER + ("site",), ("case1", "p1", "ct.nii.gz", "test", "Hôpital Nord")]
     return _write_csv(root / "manifest.csv", rows, encoding="latin-1"), root, []
 
 
-@_manifest_kind("manifest_missing_image", r"not found|missing|no such|does not exist", "a row whose source file does not exist")
+@_manifest_kind("manifest_missing_image", r"not found|missing|no such|does not exist",
+                "a row whose source file does not exist")
 def _missing_image(env: Environment, folder: Path) -> Tuple[Path, Path, List[Path]]:
     root = _data_folder(env, folder)
     manifest = _write_csv(root / "manifest.csv", [_HEADER, ("case1", "p1", "nowhere/ct.nii.gz", "test")])
@@ -691,7 +697,8 @@ def _mr_nifti_to_ct(env: Environment, folder: Path) -> BadInput:
 def _mr_dicom_to_ct(env: Environment, folder: Path) -> BadInput:
     shutil.copytree(env.mr_dicom, folder)
     return BadInput("mr_dicom_to_ct_command", "mr", folder, [folder],
-                    r"\bMR\b|not a CT|hounsfield|\bHU\b|modality", "an MR Image Storage series given to a CT-only command")
+                    r"\bMR\b|not a CT|hounsfield|\bHU\b|modality",
+                    "an MR Image Storage series given to a CT-only command")
 
 
 def _output_not_writable(env: Environment, folder: Path) -> BadInput:
@@ -822,7 +829,11 @@ def _volume_for_writers(case: BadInput, env: Environment) -> str:
 
 _IMAGE_FORMS = ("dicom", "nifti", "nifti_python", "output")
 
-#: Every command and the forms it accepts. A batch ``run`` over a manifest is one more entry.
+#: Every command and the forms it accepts. A batch ``medgan run`` is one more entry, for example
+#: ``CommandUse("run", ("manifest", "output"), lambda c, e, o: ["run", BUNDLE, "--manifest", *_manifest_args(c, e),
+#: "-o", str(o / "run")])``; for per-case failures inside a good batch (one bad row among good ones, the
+#: case marked failed while the others succeed) add a manifest kind mixing both and judge the batch's
+#: record in :func:`tests.badinput.runner.run_invocation` instead of the exit code.
 COMMANDS: List[CommandUse] = [
     # Listing several series, or converting each of them, is what these two are for.
     CommandUse("series", ("dicom",), lambda c, e, o: ["series", _src(c, e)], writes=False,

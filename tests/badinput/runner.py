@@ -56,7 +56,8 @@ class Outcome:
             ("no Fix: line", not self.gives_fix), ("traceback", self.traceback),
             (f"inputs changed {self.inputs_changed}", bool(self.inputs_changed)),
             (f"partial outputs {self.partial_outputs}", bool(self.partial_outputs))) if bad]
-        return f"{self.kind} x {self.command}: {', '.join(flaws) or 'clear'}\n  argv: {self.argv}\n  output:\n{self.text}"
+        summary = ", ".join(flaws) or "clear"
+        return f"{self.kind} x {self.command}: {summary}\n  argv: {self.argv}\n  output:\n{self.text}"
 
 
 def run_cli(argv: Sequence[str], log_level: int = logging.INFO) -> Tuple[int, str]:
