@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.badinput.corpus import KINDS, build_corpus, corpus_source, invocations, write_size_lie
-from tests.badinput.runner import TALLY, run_invocation
+from tests.badinput.runner import TALLY, run_cli, run_invocation
 from tests.conftest import find_data_root
 
 SOURCE = corpus_source(find_data_root())
@@ -148,6 +148,23 @@ def test_read_nifti_counts_a_large_gzip_stream_instead_of_trusting_its_size_fiel
     with pytest.raises(ImageFileError, match="bomb.nii.gz: the compressed stream is damaged"):
         read_nifti(bomb)
     assert time.perf_counter() - start < 5
+
+
+def test_a_wrong_gzip_crc_is_refused_by_read_nifti_and_manifest_validate(corpus, tmp_path):
+    """Voxels that decode fine but fail the gzip CRC: nibabel stops at the data's end and never sees it."""
+    from medgan.errors import ImageFileError
+    from medgan.io.nifti import read_nifti
+
+    raw = bytearray(corpus.env.ct_nifti.read_bytes())
+    raw[-8:-4] = bytes(b ^ 0xFF for b in raw[-8:-4])  # the CRC32 field of the gzip trailer
+    bad = tmp_path / "crc.nii.gz"
+    bad.write_bytes(bytes(raw))
+    with pytest.raises(ImageFileError, match="crc.nii.gz: the compressed stream is damaged"):
+        read_nifti(bad)
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("case_id,patient_id,source,split\ncase1,p1,crc.nii.gz,test\n", encoding="utf-8")
+    code, text = run_cli(["manifest", "validate", str(manifest), "--data-root", str(tmp_path)])
+    assert code == 2 and "crc.nii.gz" in text and "damaged" in text, text
 
 
 def test_tally_is_all_clear():
