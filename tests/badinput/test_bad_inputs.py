@@ -28,9 +28,6 @@ SOURCE = corpus_source(find_data_root())
 _SITK_NIFTI = ("medgan.registration reads NIfTI files with SimpleITK, without medgan's NIfTI checks "
                "(medgan.io.nifti.read_nifti): ")
 KNOWN_GAPS = {
-    ("nifti_nan_inf", "simulate-thick-slice"):
-        "medgan.transforms.degradation SimulateThickSlices accepts NaN/Inf voxels and writes thick slices "
-        "holding NaN with exit 0 (low-dose and kernel refuse them)",
     ("missing_slice", "manifest-validate"):
         "design decision pending: manifest validate accepts a DICOM series with a missing slice (discovery marks it "
         "usable, 'needs resample_uneven'), while load_volume's default refuses it later; headers cannot tell a lost "

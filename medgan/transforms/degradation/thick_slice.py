@@ -137,7 +137,11 @@ def simulate_thick_slices(volume: np.ndarray, affine: np.ndarray,
     Returns:
         ``(thick, thick_affine)``: ``(X, Y, Z')`` float32 and its ``(4, 4)`` affine.
     """
+    values = np.asarray(volume, dtype=np.float32)
+    if not np.isfinite(values).all():
+        raise SimulationError("the volume contains NaN or infinite values", None,
+                              "give a volume without missing values (averaging would spread them into whole slabs)")
     thin_spacing_mm = float(np.linalg.norm(np.asarray(affine, dtype=np.float64)[:3, 2]))
     weights, centres = thick_slice_weights(volume.shape[2], thin_spacing_mm, params)
-    thick = np.tensordot(np.asarray(volume, dtype=np.float32), weights.T.astype(np.float32), axes=([2], [0]))
+    thick = np.tensordot(values, weights.T.astype(np.float32), axes=([2], [0]))
     return thick.astype(np.float32), thick_slice_affine(affine, centres, params.resolved_interval_mm, thin_spacing_mm)
