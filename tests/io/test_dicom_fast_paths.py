@@ -179,3 +179,29 @@ def test_convert_imports_no_heavy_library(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "[]"
     assert nib.load(tmp_path / "x.nii").shape[2] == 4
+
+
+def test_compressed_pixel_data_cut_short_is_marked_truncated(tmp_path):
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEG2000Lossless, generate_uid
+
+    from medgan.io.dicom.header import parse_header
+
+    meta = FileMetaDataset()
+    meta.TransferSyntaxUID = JPEG2000Lossless
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.Rows, ds.Columns = "CT", 8, 8
+    ds.PixelData = encapsulate([bytes(range(200)), bytes(120)])
+    ds["PixelData"].VR = "OB"
+    whole = tmp_path / "whole.dcm"
+    ds.save_as(whole, enforce_file_format=True)
+    assert not parse_header(whole).truncated
+    cut = tmp_path / "cut.dcm"
+    cut.write_bytes(whole.read_bytes()[:-60])  # inside the last fragment: the delimiter is gone
+    header = parse_header(cut)
+    assert header.truncated and "compressed pixel data is cut short" in header.problem

@@ -275,9 +275,39 @@ def parse_header(path: PathLike) -> Header:
             handle.seek(0)
             buffer = handle.read(min(size, chunk))
             try:
-                return _parse(buffer, path, size)
+                header = _parse(buffer, path, size)
             except _NeedMore:
                 chunk *= 8
+                continue
+            if header.pixel_offset is not None and header.pixel_length is None and not header.truncated:
+                _check_encapsulated(handle, header, size)
+            return header
+
+
+
+
+def _check_encapsulated(handle: Any, header: Header, size: int) -> None:
+    """Walk the items of encapsulated (compressed) pixel data and mark a file cut short.
+
+    Only the 8-byte item headers are read (a seek over each fragment), so this costs one small
+    read per fragment. A compressed slice whose last fragment or sequence delimiter is missing is
+    marked ``truncated`` instead of being listed as usable.
+    """
+    pos = int(header.pixel_offset)
+    while True:
+        handle.seek(pos)
+        raw = handle.read(8)
+        if len(raw) < 8:
+            break
+        group, element, length = struct.unpack("<HHI", raw)
+        tag = (group << 16) | element
+        if tag == _SEQUENCE_END:
+            return
+        if tag != _ITEM or pos + 8 + length > size:
+            break
+        pos += 8 + length
+    header.truncated = True
+    header.problem = "the file is truncated: its compressed pixel data is cut short (no sequence delimiter)"
 
 
 def _parse(buffer: bytes, path: str, size: int) -> Header:
