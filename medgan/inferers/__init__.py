@@ -1,5 +1,15 @@
 """Whole-volume sliding-window inference."""
 
 from medgan.inferers.sliding_window import make_sliding_window_inferer, predict_volume
+from medgan.inferers.uncertainty import (
+    ALL_FLIPS,
+    IN_PLANE_FLIPS,
+    RunningMoments,
+    predict_with_uncertainty,
+    propagate_sd,
+    uncertainty_score,
+    uncertainty_sidecar,
+)
 
-__all__ = ["make_sliding_window_inferer", "predict_volume"]
+__all__ = ["ALL_FLIPS", "IN_PLANE_FLIPS", "RunningMoments", "make_sliding_window_inferer", "predict_volume",
+           "predict_with_uncertainty", "propagate_sd", "uncertainty_score", "uncertainty_sidecar"]
