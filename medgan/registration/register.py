@@ -240,8 +240,9 @@ class ImageRegistration:
         if not qc.passed:
             raise RegistrationError(f"registration of {name} failed quality control: {'; '.join(qc.failures)} "
                                     f"({_figures(qc)})",
-                                    fix="check that both images show the same anatomy, try --mode rigid or a "
-                                    "different initialisation; the moving image was NOT aligned")
+                                    fix="check that both images show the same anatomy and overlap (try mode "
+                                    "'rigid' or initialization 'geometry'); for a brain-only image against a whole "
+                                    "head lower min_mask_dice (--min-dice). The moving image was NOT aligned")
         registered = sitk.Resample(moving, fixed, transform, sitk.sitkLinear, _background(moving), sitk.sitkFloat32)
         qc.runtime_s = round(time.perf_counter() - start, 3)
         logger.info("registered %s: %s", name, _figures(qc))
