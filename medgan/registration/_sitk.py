@@ -97,6 +97,11 @@ def read_image(path: PathLike) -> sitk.Image:
     if not path.name.lower().endswith(_IMAGE_SUFFIXES):
         raise ImageFileError(f"unknown image format (expected one of {', '.join(_IMAGE_SUFFIXES)} or a DICOM "
                              "folder)", path, "convert it to NIfTI first")
+    if path.name.lower().endswith((".nii", ".nii.gz")):
+        # medgan's NIfTI reader: size checked before allocating, gzip CRC, NaN/Inf and 4D refused
+        from medgan.io.nifti import read_nifti
+
+        return metatensor_to_sitk(read_nifti(path, validate=True))
     try:
         image = sitk.ReadImage(str(path), sitk.sitkFloat32)
     except RuntimeError as err:

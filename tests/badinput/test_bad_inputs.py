@@ -25,23 +25,12 @@ from tests.badinput.runner import TALLY, run_cli, run_invocation
 from tests.conftest import find_data_root
 
 SOURCE = corpus_source(find_data_root())
-_SITK_NIFTI = ("medgan.registration reads NIfTI files with SimpleITK, without medgan's NIfTI checks "
-               "(medgan.io.nifti.read_nifti): ")
 KNOWN_GAPS = {
     ("missing_slice", "manifest-validate"):
         "design decision pending: manifest validate accepts a DICOM series with a missing slice (discovery marks it "
         "usable, 'needs resample_uneven'), while load_volume's default refuses it later; headers cannot tell a lost "
         "file from the real uneven GE series of dcm_qa_ct, which tests/manifest expects to validate clean",
-    ("nifti_nan_inf", "register"):
-        "medgan.registration replaces NaN by the image minimum for its masks and registers a moving image holding "
-        "NaN/Inf voxels with exit 0; registered.nii.gz carries them on",
-    ("nifti_memory_bomb", "register"):
-        _SITK_NIFTI + "a header declaring 32000^3 voxels is refused only because the allocation fails "
-        "('unreadable image (Failed to allocate memory for image.)'); a smaller lie would be allocated",
 }
-if SOURCE != "real":  # SimpleITK reads the small generated .nii cut in half without error
-    KNOWN_GAPS[("truncated_nifti", "register")] = (
-        _SITK_NIFTI + "a .nii cut to half its size is registered and written with exit 0 (a silently wrong volume)")
 TALLY.expected_failures.update(KNOWN_GAPS)
 
 
