@@ -26,7 +26,7 @@ from monai.transforms import MapTransform
 from medgan.bundle.trust import SHIPPED_BUNDLES, check_bundle_trusted
 from medgan.bundle.verify import load_metadata
 from medgan.bundle.weights import load_state_dict
-from medgan.errors import BundleError
+from medgan.errors import BundleError, MedganError
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -112,6 +112,21 @@ def resolve_bundle(bundle: PathLike) -> Path:
                       f"give a bundle folder or one of: {', '.join(names) or '(none shipped)'}")
 
 
+def _parsed(parser: Any, key: str, config_file: Path) -> Any:
+    """``parser.get_parsed_content(key)``; a medgan error raised inside the config comes out as itself."""
+    try:
+        return parser.get_parsed_content(key)
+    except Exception as err:  # MONAI wraps whatever a config expression raised
+        cause: Optional[BaseException] = err
+        while cause is not None:
+            if isinstance(cause, MedganError):
+                raise cause from None
+            cause = cause.__cause__ or cause.__context__
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise BundleError(f"config id '{key}' failed to build ({first})", config_file,
+                          "fix that entry of inference.yaml (rerun with --debug for the traceback)") from err
+
+
 @dataclass
 class OpenBundle:
     """A bundle parsed for inference.
@@ -190,7 +205,7 @@ def open_bundle(bundle: PathLike, device: str = "auto", allow_untrusted: bool = 
     if missing:
         raise BundleError(f"inference.yaml does not define {', '.join(missing)}", config_file,
                           "define the ids listed in docs/bundles.md")
-    parts = {key: parser.get_parsed_content(key) for key in CONFIG_IDS}
+    parts = {key: _parsed(parser, key, config_file) for key in CONFIG_IDS}
     inferer = parts["inferer"]
     parameters = {
         "roi_size_vox": [int(v) for v in getattr(inferer, "roi_size", [])],
