@@ -4,6 +4,7 @@ the SD tracks the error of a trained kernel-conversion network."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -234,23 +235,31 @@ def _spearman_blocks(sd: np.ndarray, error: np.ndarray, mask: np.ndarray, block:
 @pytest.mark.realdata
 @pytest.mark.slow
 def test_sd_tracks_error_on_held_out_kernel_conversion(real_file):
-    """The shipped kernel-conversion weights on held-out slices 80-99: SD and |error| rank together."""
+    """Trained kernel-conversion weights on held-out slices 80-99: SD and |error| rank together.
+
+    The weights are the bundle's ``models/model.pt``, or the generator state dict named by
+    ``$MEDGAN_KERNEL_WEIGHTS`` (e.g. a training run's ``generator.pt``).
+    """
     from scipy import stats
 
     from medgan.engines.volumes import threshold_body_mask
     from medgan.io.nifti import read_nifti
     from medgan.networks import ResidualUNet
 
-    weights = REPO / "bundles" / "ct_kernel_conversion" / "models" / "model.pt"
+    weights = Path(os.environ.get("MEDGAN_KERNEL_WEIGHTS", REPO / "bundles" / "ct_kernel_conversion" / "models"
+                                  / "model.pt"))
     if not weights.is_file():
         pytest.skip(f"no trained kernel-conversion weights at {weights}")
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    if not any(bool(v.any()) for k, v in state.items() if k.startswith("unet.output_block")):
+        pytest.skip(f"{weights} is the untrained identity start (zero output layer), not trained weights")
     source = read_nifti(real_file("ct/phantom_head_philips/thin1mm_kernelUB.nii.gz")).numpy()[:, :, 80:100]
     target = read_nifti(real_file("ct/phantom_head_philips/thin1mm_kernelYA.nii.gz")).numpy()[:, :, 80:100]
     mask = threshold_body_mask(source)
     region = (slice(96, 224), slice(96, 224), slice(None))  # a 128 x 128 x 20 crop across the skull
     source, target, mask = source[region], target[region], mask[region]
     network = ResidualUNet(1, 1, filters=(16, 32, 64))
-    network.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    network.load_state_dict(state)
     torch.set_num_threads(min(torch.get_num_threads(), 2))
     inferer = make_sliding_window_inferer((64, 64, 16), overlap=0.25, device="cpu")
     mean, sd = predict_with_uncertainty([network], torch.from_numpy(source / 1000.0).float()[None], inferer)
