@@ -1,0 +1,135 @@
+"""Smoke test of the ct_lowdose_denoising bundle, model-zoo style: train -> evaluate -> inference with
+overrides on a tiny generated CT, metadata, network in/out shapes, TorchScript, shipped weights."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from medgan.bundle import verify_bundle_metadata
+from medgan.bundle.loading import load_network
+from medgan.bundle.verify import load_metadata
+
+pytestmark = pytest.mark.bundle
+
+BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "ct_lowdose_denoising"
+CONFIGS = BUNDLE / "configs"
+
+
+def _network_def():
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "inference.yaml"))
+    return parser.get_parsed_content("network_def")
+
+
+@pytest.fixture(scope="module")
+def tiny_ct(tmp_path_factory) -> Path:
+    """A 56 x 56 x 24 generated head CT (3.5 mm voxels, inside the bundle's spacing range) with air around it."""
+    from medgan.datasets.phantom import make_head_phantom
+    from medgan.io.nifti import write_nifti
+
+    path = tmp_path_factory.mktemp("ct") / "ct.nii.gz"
+    write_nifti(make_head_phantom(shape=(56, 56, 24), spacing_mm=(3.5, 3.5, 3.5), noise_std_hu=5.0, seed=3), path)
+    return path
+
+
+def test_metadata_verifies_offline():
+    assert verify_bundle_metadata(BUNDLE) == []
+
+
+def test_shipped_weights_load_with_their_sha256():
+    metadata = load_metadata(BUNDLE)
+    network = load_network(_network_def(), BUNDLE / "models" / "model.pt", metadata["medgan"]["weights_sha256"])
+    assert not network.training
+    assert sum(p.numel() for p in network.parameters()) < 2_000_000
+    assert (BUNDLE / "models" / "model.pt").stat().st_size < 8 * 1024 ** 2
+
+
+def test_network_in_out_shapes():
+    from monai.bundle import verify_net_in_out
+
+    verify_net_in_out(net_id="network_def", meta_file=str(CONFIGS / "metadata.json"),
+                      config_file=str(CONFIGS / "inference.yaml"), device="cpu", n=4)
+
+
+def test_torchscript_gives_the_same_output(tmp_path):
+    metadata = load_metadata(BUNDLE)
+    network = load_network(_network_def(), BUNDLE / "models" / "model.pt", metadata["medgan"]["weights_sha256"])
+    scripted = torch.jit.script(network)
+    torch.jit.save(scripted, str(tmp_path / "model.ts"))
+    reloaded = torch.jit.load(str(tmp_path / "model.ts"))
+    x = torch.randn(1, 1, 32, 32, 16, generator=torch.Generator().manual_seed(0)) * 0.05
+    with torch.inference_mode():
+        expected, got = network(x), reloaded(x)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    assert not torch.equal(expected, x)  # the trained weights act (the untrained net is the identity)
+
+
+def test_train_evaluate_infer(tmp_path, tiny_ct):
+    """Train 2 iterations -> install the generator into a bundle copy -> evaluate -> infer with overrides."""
+    import nibabel as nib
+    from monai.bundle import run
+
+    from medgan.bundle import save_state_dict
+    from medgan.bundle.weights import load_state_dict
+    from medgan.io.nifti import read_nifti, write_nifti
+    from medgan.transforms.degradation import SimulateLowDose
+
+    run_dir = tmp_path / "train"
+    run(config_file=str(CONFIGS / "train.yaml"), bundle_root=str(BUNDLE), target_files=[str(tiny_ct)],
+        output_dir=str(run_dir), iterations=2, patch_size_vox=[16, 16, 8], batch_size=1, heldout_slices=8,
+        gap_slices=0, validate_every=2, dose_fractions=[0.25], fast=True)
+    assert (run_dir / "generator.pt").is_file()
+    rows = (run_dir / "validation.csv").read_text().splitlines()
+    assert rows[0].startswith("iteration") and any(",generator," in row for row in rows)
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(BUNDLE, bundle, ignore=shutil.ignore_patterns("models"))
+    digest = save_state_dict(load_state_dict(run_dir / "generator.pt"), bundle / "models" / "model.pt")
+    metadata = (bundle / "configs" / "metadata.json").read_text()
+    (bundle / "configs" / "metadata.json").write_text(
+        metadata.replace(load_metadata(BUNDLE)["medgan"]["weights_sha256"], digest))
+    assert verify_bundle_metadata(bundle) == []
+
+    normal = read_nifti(tiny_ct)
+    low_path = tmp_path / "low.nii.gz"
+    write_nifti(SimulateLowDose(0.25, seed=1, fast=True)(normal.float()), low_path, dtype=np.int16)
+    out = tmp_path / "eval"
+    run(config_file=[str(bundle / "configs" / "inference.yaml"), str(bundle / "configs" / "evaluate.yaml")],
+        bundle_root=str(bundle), input_files=[str(low_path)], reference_files=[str(tiny_ct)], output_dir=str(out),
+        roi_size_vox=[16, 16, 8])
+    metrics = dict(line.split(",") for line in (out / "metrics.csv").read_text().split())
+    assert 0.0 < float(metrics["val_mae_hu"]) < 100.0 and float(metrics["val_psnr_db"]) > 30.0
+
+    out = tmp_path / "infer"
+    run(config_file=str(bundle / "configs" / "inference.yaml"), bundle_root=str(bundle),
+        input_files=[str(low_path)], output_dir=str(out), roi_size_vox=[32, 32, 8], sw_overlap=0.5, device_name="cpu")
+    written = nib.load(str(out / "low_denoised.nii.gz"))
+    reference = nib.load(str(low_path))
+    assert written.shape == reference.shape and written.get_data_dtype() == np.int16
+    np.testing.assert_allclose(written.affine, reference.affine, atol=1e-4)
+    values = np.asarray(written.dataobj)
+    assert values.min() >= -1024 and np.abs(values - np.asarray(reference.dataobj)).mean() < 100.0
+
+
+def test_medgan_run_path_returns_the_input_grid(tmp_path, tiny_ct):
+    """The per-case loop of ``medgan run`` (open_bundle + run_case) on the shipped bundle and weights."""
+    runner = pytest.importorskip("medgan.bundle.runner")
+    import nibabel as nib
+
+    from medgan.bundle.loading import open_bundle
+
+    bundle = open_bundle(BUNDLE, device="cpu", overrides={"roi_size_vox": [32, 32, 16]})
+    result = runner.run_case(bundle, runner.cases_from_input(tiny_ct)[0], tmp_path / "out")
+    written = nib.load(str(tmp_path / "out" / "ct" / "pred.nii.gz"))
+    reference = nib.load(str(tiny_ct))
+    assert result.status == runner.STATUS_OK and written.get_data_dtype() == np.int16
+    assert written.shape == reference.shape
+    np.testing.assert_allclose(written.affine, reference.affine, atol=1e-4)
+    assert (tmp_path / "out" / "ct" / "pred.json").is_file()
