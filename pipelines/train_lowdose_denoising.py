@@ -280,8 +280,11 @@ def evaluate_source(args: argparse.Namespace, bundle, name: str) -> Dict[str, ob
     write_nifti(as_meta(pred), out / "pred.nii.gz", dtype=np.int16)
 
     mask = body_mask_from_ct(normal)
-    roi_vox = 16 if spacing[0] > 1.5 else 32
+    roi_vox = args.nps_roi_vox
     rois = uniform_rois(normal, spacing, roi_size_vox=roi_vox, mask=mask)
+    if not rois:
+        raise MedganError(f"no uniform {roi_vox}-pixel soft-tissue ROI in the held-out slab of {source.path} for the NPS",
+                          fix="use --nps-roi-vox with a smaller ROI")
     rows: Dict[str, Dict[str, object]] = {
         "normal dose (reference)": quality(normal, normal, spacing, mask, rois, roi_vox),
         f"low dose {EVAL_DOSE:g} (input)": quality(low, normal, spacing, mask, rois, roi_vox),
@@ -415,6 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--lesion-sources", nargs="*", default=["abdomen", "head"], choices=list(SOURCES))
     ev.add_argument("--lesion-copies", type=int, default=2)
     ev.add_argument("--bisection-steps", type=int, default=6)
+    ev.add_argument("--nps-roi-vox", type=int, default=16, help="NPS ROI side (pixels)")
     ev.add_argument("--device", default="auto")
     ev.add_argument("--threads", type=int, default=1)
     ev.add_argument("--seed", type=int, default=0)
