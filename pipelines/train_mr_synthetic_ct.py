@@ -12,7 +12,8 @@ Steps:
   ``measure``  runs the bundle's ``inference.yaml`` on the head MR and measures the output: HU
                class fractions inside the MR body mask and the body outline (sCT > -500 HU) against
                the MR's body mask (Dice, mean and 95th-percentile surface distance, mm), plus the
-               loss statistics of the run (bounded, no collapse) -> ``OUTPUT/measure.json``.
+               loss statistics of the run (bounded, no collapse) -> ``OUTPUT/measure_head_mr.json``
+               (``--no-air-outside-body``: the raw network output, ``measure_head_mr_raw.json``).
 
 Example (the shipped weights, see bundles/mr_synthetic_ct/docs/README.md):
     OMP_NUM_THREADS=1 .venv/bin/python pipelines/train_mr_synthetic_ct.py train \
@@ -159,8 +160,10 @@ def class_fractions(sct_hu: np.ndarray, body: np.ndarray) -> Dict[str, float]:
 def measure(args: argparse.Namespace) -> int:
     from medgan.transforms.mask import MRBodyMask
 
-    out_dir = args.output_dir / "head_mr"
-    overrides = {"input_files": [str(HEAD_MR)], "output_dir": str(out_dir), "device_name": args.device}
+    name = "head_mr" if args.air_outside_body else "head_mr_raw"
+    out_dir = args.output_dir / name
+    overrides = {"input_files": [str(HEAD_MR)], "output_dir": str(out_dir), "device_name": args.device,
+                 "air_outside_body": args.air_outside_body}
     if args.weights is not None:
         overrides.update({"weights_path": str(args.weights), "weights_sha256": sha256_file(args.weights)})
     parser = _parser([BUNDLE / "configs" / "inference.yaml"], overrides)
@@ -180,7 +183,7 @@ def measure(args: argparse.Namespace) -> int:
     body = np.asarray(MRBodyMask()(mr))
     values = sct.numpy().astype(np.float32)
     result: Dict[str, Any] = {
-        "prediction": str(predictions[0]), "seconds": round(seconds, 1), "dtype": str(values.dtype),
+        "prediction": str(predictions[0]), "air_outside_body": args.air_outside_body, "seconds": round(seconds, 1), "dtype": str(values.dtype),
         "hu_percentiles_in_body": {str(p): float(np.percentile(values[body > 0], p)) for p in (1, 5, 50, 95, 99)},
         "class_fractions_in_body": class_fractions(values, body),
         "outline": outline_agreement(sct, body),
@@ -189,7 +192,7 @@ def measure(args: argparse.Namespace) -> int:
     losses = args.output_dir / "losses.csv"
     if losses.is_file():
         result["losses"] = loss_statistics(losses)
-    with atomic_path(args.output_dir / "measure.json") as tmp:
+    with atomic_path(args.output_dir / f"measure_{name}.json") as tmp:
         tmp.write_text(json.dumps(result, indent=2) + "\n")
     logger.info("%s", json.dumps(result, indent=2))
     return 0
@@ -211,6 +214,8 @@ def main(argv: List[str] | None = None) -> int:
     train_parser.add_argument("--install", action="store_true", help="copy the generator into the bundle")
     sub.choices["measure"].add_argument("--weights", type=Path, default=None,
                                         help="generator to measure (default: the bundle's models/model.pt)")
+    sub.choices["measure"].add_argument("--air-outside-body", action=argparse.BooleanOptionalAction, default=True,
+                                        help="the bundle's air override outside the MR body mask (off: raw network)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return train(args) if args.step == "train" else measure(args)
