@@ -311,6 +311,8 @@ def _run_shard(bundle: OpenBundle, cases: Sequence[RunCase], output_dir: Path, w
     from tqdm import tqdm
 
     results: List[CaseResult] = []
+    if hasattr(bundle.inferer, "progress"):  # a bar over the windows of each case, on a terminal only
+        bundle.inferer.progress = sys.stderr.isatty()
     bar = tqdm(cases, desc="cases" if rank == 0 else f"cases (rank {rank})", unit="case", disable=None,
                position=rank, file=sys.stderr)
     for case in bar:
