@@ -49,6 +49,7 @@ STATUS_SKIPPED = "skipped"
 STATUS_FAILED = "failed"
 PRED_NAME = "pred.nii.gz"
 SIDECAR_NAME = "pred.json"
+UNCERTAINTY_NAME = "uncertainty.nii.gz"
 DICOM_DIR = "dicom"
 SUMMARY_NAME = "summary.csv"
 SUMMARY_COLUMNS = ("case_id", "status", "seconds", "message", "input", "case_dir", "device", "rank")
@@ -211,7 +212,7 @@ def _same_grid(a: Any, b: Any, tol_mm: float = 1e-3) -> bool:
 
 
 def run_case(bundle: OpenBundle, case: RunCase, output_dir: PathLike, write_dicom: Optional[bool] = None,
-             reference: Optional[PathLike] = None, force: bool = False) -> CaseResult:
+             reference: Optional[PathLike] = None, force: bool = False, uncertainty: bool = False) -> CaseResult:
     """Process one case into ``output_dir/<case_id>/`` (outputs first, sidecar last).
 
     Args:
@@ -223,6 +224,9 @@ def run_case(bundle: OpenBundle, case: RunCase, output_dir: PathLike, write_dico
         reference: a DICOM series whose study and frame of reference the derived series joins
             (default: the input series when the input is DICOM).
         force: run inputs outside the bundle's contract (their flags go into the sidecar).
+        uncertainty: predict with the in-plane test-time flips of
+            :func:`medgan.inferers.predict_with_uncertainty` (4 passes): the output is their mean, their
+            per-voxel SD in HU goes to ``uncertainty.nii.gz`` and its score into the sidecar.
 
     Returns:
         the case's :class:`CaseResult` (status ``ok``).
@@ -234,7 +238,8 @@ def run_case(bundle: OpenBundle, case: RunCase, output_dir: PathLike, write_dico
     from monai.data import MetaTensor
 
     from medgan.bundle.input_check import check_input
-    from medgan.inferers import predict_volume
+    from medgan.inferers import IN_PLANE_FLIPS, predict_volume, predict_with_uncertainty, propagate_sd, uncertainty_sidecar
+    from medgan.metrics.masks import body_mask_from_ct
     from medgan.io import load_volume
     from medgan.io.dicom_writer import write_derived_ct_series
     from medgan.io.nifti import write_nifti
@@ -257,8 +262,20 @@ def run_case(bundle: OpenBundle, case: RunCase, output_dir: PathLike, write_dico
 
         step = time.perf_counter()
         data = bundle.preprocessing({"image": volume})
-        pred = predict_volume(bundle.network, data["image"], bundle.inferer, bundle.precision)
-        data["pred"] = MetaTensor(pred, meta=dict(data["image"].meta))
+        sd_hu = None
+        if uncertainty:
+            mean, sd = predict_with_uncertainty([bundle.network], data["image"], bundle.inferer,
+                                                flips=IN_PLANE_FLIPS, precision=bundle.precision)
+            data["pred"] = MetaTensor(mean, meta=dict(data["image"].meta))
+
+            def to_output(values):
+                return _to_volume(bundle.postprocessing({**data, "pred": MetaTensor(
+                    values, meta=dict(data["image"].meta))})["pred"])
+
+            sd_hu = propagate_sd(to_output, mean, sd)
+        else:
+            pred = predict_volume(bundle.network, data["image"], bundle.inferer, bundle.precision)
+            data["pred"] = MetaTensor(pred, meta=dict(data["image"].meta))
         hu = _to_volume(bundle.postprocessing(data)["pred"])
         if bundle.task != Task.SUPER_RESOLUTION and not _same_grid(hu, volume):
             raise BundleError("the bundle's postprocessing did not return the input's grid (shape and affine)",
@@ -275,16 +292,24 @@ def run_case(bundle: OpenBundle, case: RunCase, output_dir: PathLike, write_dico
                                     model_name=f"{bundle.name} v{bundle.version}",
                                     reference_series_instance_uid=uid or None, overwrite=True)
             outputs["dicom"] = DICOM_DIR
+        if sd_hu is not None:
+            write_nifti(sd_hu, case_dir / UNCERTAINTY_NAME, dtype=np.float32,
+                        description=nifti_description(bundle.name, bundle.version))
+            outputs["uncertainty"] = UNCERTAINTY_NAME
         timing["write"] = time.perf_counter() - step
         digests = {name: _output_digest(case_dir / name) for name in outputs.values()}
         extra: Dict[str, Any] = {"input_check": {"forced": bool(force), "flags": [f.to_dict() for f in flags]},
                                  "output_sha256": digests}
         if flags:
             extra["notes"] = [f"forced past the input contract: {flag}" for flag in flags]
+        if sd_hu is not None:
+            body = body_mask_from_ct(hu) if bundle.accepts.get("target_modality") == "CT" else None
+            extra["uncertainty"] = uncertainty_sidecar(sd_hu, body, 1, IN_PLANE_FLIPS)
         device = str(bundle.device) if bundle.device.type != "cuda" else f"cuda:{bundle.device.index or 0}"
         record = build_provenance(
             bundle.name, bundle.version, bundle.weights_sha256, [case.source], case_id=case.case_id,
             parameters={**bundle.parameters, "force": bool(force), "series": case.series,
+                        "uncertainty": bool(uncertainty),
                         "threads": torch.get_num_threads()},
             device=device, timing_s=timing, outputs=outputs, extra=extra)
         if bundle.task:
@@ -307,7 +332,8 @@ def _failure_message(err: BaseException) -> str:
 
 
 def _run_shard(bundle: OpenBundle, cases: Sequence[RunCase], output_dir: Path, write_dicom: Optional[bool],
-               reference: Optional[PathLike], force: bool, overwrite: bool, rank: int, debug: bool) -> List[CaseResult]:
+               reference: Optional[PathLike], force: bool, overwrite: bool, rank: int, debug: bool,
+               uncertainty: bool = False) -> List[CaseResult]:
     from tqdm import tqdm
 
     results: List[CaseResult] = []
@@ -328,7 +354,7 @@ def _run_shard(bundle: OpenBundle, cases: Sequence[RunCase], output_dir: Path, w
                 continue
             if (case_dir / SIDECAR_NAME).exists() or any(case_dir.glob(TMP_PREFIX + "*")):
                 logger.info("%s: redoing (%s)", case.case_id, reason)
-            result = run_case(bundle, case, output_dir, write_dicom, reference, force)
+            result = run_case(bundle, case, output_dir, write_dicom, reference, force, uncertainty)
             result.rank = rank
             logger.info("%s: ok in %.1f s -> %s", case.case_id, result.seconds, case_dir)
         except Exception as err:  # one case's failure must not stop the batch; it is reported
@@ -393,7 +419,8 @@ def rank_device(device: str, context: DistributedContext) -> str:
 
 def run_bundle(bundle: OpenBundle, cases: Sequence[RunCase], output_dir: PathLike, write_dicom: Optional[bool] = None,
                reference: Optional[PathLike] = None, force: bool = False, overwrite: bool = False,
-               context: Optional[DistributedContext] = None, debug: bool = False) -> List[CaseResult]:
+               context: Optional[DistributedContext] = None, debug: bool = False,
+               uncertainty: bool = False) -> List[CaseResult]:
     """Run every case (this rank's share under torchrun) and write ``summary.csv``.
 
     Args:
@@ -406,6 +433,7 @@ def run_bundle(bundle: OpenBundle, cases: Sequence[RunCase], output_dir: PathLik
         overwrite: redo cases that are already complete.
         context: rank and world size (default: from the environment).
         debug: log failing cases with their traceback.
+        uncertainty: see :func:`run_case`.
 
     Returns:
         the results of every case on rank 0 (after merging), of this rank's cases elsewhere.
@@ -425,7 +453,8 @@ def run_bundle(bundle: OpenBundle, cases: Sequence[RunCase], output_dir: PathLik
         raise OutputError(f"cannot create the results folder ({err.strerror})", output_dir,
                           "choose a folder you can write to") from None
     mine = shard_cases(cases, context.rank, context.world_size)
-    results = _run_shard(bundle, mine, output_dir, write_dicom, reference, force, overwrite, context.rank, debug)
+    results = _run_shard(bundle, mine, output_dir, write_dicom, reference, force, overwrite, context.rank, debug,
+                         uncertainty)
     if context.world_size == 1:
         write_summary(results, output_dir / SUMMARY_NAME)
         return results

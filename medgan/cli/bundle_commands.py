@@ -37,6 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--trust-bundle", action="store_true",
                      help="run a bundle from outside the trusted folders (its configs run Python code: review them)")
     run.add_argument("--overwrite", action="store_true", help="redo cases that are already finished")
+    run.add_argument("--uncertainty", action="store_true",
+                     help="average 4 in-plane test-time flips and write their per-voxel SD (HU) as "
+                          "uncertainty.nii.gz, with a score in the sidecar (4x the inference time)")
     run.set_defaults(func=_run)
 
 
@@ -71,7 +74,8 @@ def _run(args: argparse.Namespace) -> int:
     context = distributed_context()
     bundle = open_bundle(args.bundle, device=rank_device(args.device, context), allow_untrusted=args.trust_bundle)
     results = run_bundle(bundle, cases, args.output_dir, write_dicom=write_dicom, reference=args.reference,
-                         force=args.force, overwrite=args.overwrite, context=context, debug=args.debug)
+                         force=args.force, overwrite=args.overwrite, context=context, debug=args.debug,
+                         uncertainty=args.uncertainty)
     failed = [r for r in results if r.status == STATUS_FAILED]
     counts = {status: sum(r.status == status for r in results) for status in ("ok", "skipped", "failed")}
     if context.rank == 0:

@@ -212,3 +212,25 @@ def test_changed_weights_are_refused(test_bundle, inputs, tmp_path, capsys):
     code = _run(bundle, "--input", str(inputs / "a.nii.gz"), "-o", str(tmp_path / "out"))
     assert code == 2
     assert "sha256" in capsys.readouterr().err
+
+
+def test_uncertainty_writes_sd_volume_and_sidecar_score(test_bundle, inputs, tmp_path):
+    from medgan.io.nifti import read_nifti
+
+    plain, flipped = tmp_path / "plain", tmp_path / "flipped"
+    assert _run(test_bundle, "--input", str(inputs / "a.nii.gz"), "-o", str(plain)) == 0
+    assert _run(test_bundle, "--input", str(inputs / "a.nii.gz"), "-o", str(flipped), "--uncertainty") == 0
+    sidecar = json.loads((flipped / "a" / "pred.json").read_text())
+    assert sidecar["outputs"]["uncertainty"] == "uncertainty.nii.gz"
+    sd = read_nifti(flipped / "a" / "uncertainty.nii.gz")
+    pred = read_nifti(flipped / "a" / "pred.nii.gz")
+    assert tuple(sd.shape) == tuple(pred.shape)
+    assert np.allclose(sd.affine.numpy(), pred.affine.numpy())
+    sd_hu = sd.numpy()
+    # random weights are not flip-equivariant: the flips disagree, and the score is their mean SD in the body
+    assert np.isfinite(sd_hu).all() and sd_hu.min() >= 0 and sd_hu.max() > 0
+    score = sidecar["uncertainty"]["score"]
+    assert 0 < score < float(sd_hu.max())
+    # the flip average is a different (not identical) prediction from the single pass
+    single = read_nifti(plain / "a" / "pred.nii.gz").numpy()
+    assert not np.array_equal(single, pred.numpy())
