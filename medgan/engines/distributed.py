@@ -18,6 +18,15 @@ def world_size_from_env() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def process_group_needed() -> bool:
+    """True when launched by ``torchrun`` and no process group exists yet (``setup_distributed`` makes one).
+
+    Re-creating a group on the same ``MASTER_PORT`` right after destroying one races (a fast rank can
+    join the old store and hang the other), so entry points destroy only the group they created.
+    """
+    return world_size_from_env() > 1 and not (dist.is_available() and dist.is_initialized())
+
+
 def setup_distributed(device: str = "auto") -> tuple[torch.device, int, int]:
     """Initialise the process group when launched by ``torchrun`` and pick this rank's device.
 

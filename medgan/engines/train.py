@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 
 from medgan.engines.base import TranslationTrainer
 from medgan.engines.cyclegan import CycleGANTrainer
-from medgan.engines.distributed import cleanup_distributed, setup_distributed, wrap_ddp
+from medgan.engines.distributed import cleanup_distributed, process_group_needed, setup_distributed, wrap_ddp
 from medgan.engines.paired import PairedGANTrainer
 from medgan.engines.patches import IterationSampler, PairedPatchDataset, UnpairedPatchDataset, paired_patch_transform
 from medgan.handlers.checkpoint import TrainingCheckpointer, latest_checkpoint, load_checkpoint
@@ -158,6 +158,7 @@ def train_paired(
         the last validation means, the trained generator and the one saved (EMA when enabled).
     """
     out = Path(output_dir)
+    owns_group = process_group_needed()  # a group the caller set up is left to the caller
     device_, rank, world_size = setup_distributed(device)
     try:
         set_determinism(seed=seed)
@@ -205,7 +206,8 @@ def train_paired(
         return {"output_dir": out, "generator_path": out / "generator.pt", "iterations": trainer.state.iteration,
                 "validation": dict(trainer.state.metrics), "generator": generator, "final_generator": final_network}
     finally:
-        cleanup_distributed()
+        if owns_group:
+            cleanup_distributed()
 
 
 def train_cyclegan(
@@ -271,6 +273,7 @@ def train_cyclegan(
         ``generator.pt`` holds (the EMA of) ``G_source_to_target``.
     """
     out = Path(output_dir)
+    owns_group = process_group_needed()  # a group the caller set up is left to the caller
     device_, rank, world_size = setup_distributed(device)
     try:
         set_determinism(seed=seed)
@@ -319,4 +322,5 @@ def train_cyclegan(
         return {"output_dir": out, "generator_path": out / "generator.pt", "iterations": trainer.state.iteration,
                 "generator": g_s2t, "final_generator": final_network}
     finally:
-        cleanup_distributed()
+        if owns_group:
+            cleanup_distributed()

@@ -22,7 +22,12 @@ def _worker(rank: int, world_size: int, port: int, folder: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world_size), RANK=str(rank),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
+    import torch.distributed as dist
+
     from medgan.engines.train import train_cyclegan, train_paired
+
+    # one process group for both runs (as a script calling two entry points under torchrun would do)
+    dist.init_process_group("gloo")
 
     generator = torch.Generator().manual_seed(7)
     cases = []
@@ -37,6 +42,8 @@ def _worker(rank: int, world_size: int, port: int, folder: str) -> None:
                            pool_size=2, **cycle_options)
     torch.save({"paired": paired["generator"].state_dict(), "cycle": cycle["generator"].state_dict()},
                os.path.join(folder, f"rank{rank}.pt"))
+    assert dist.is_initialized()  # the entry points left the caller's group alone
+    dist.destroy_process_group()
 
 
 def test_two_gloo_ranks_hold_identical_weights(tmp_path):
