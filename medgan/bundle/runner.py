@@ -242,7 +242,7 @@ def run_case(bundle: OpenBundle, case: RunCase, output_dir: PathLike, write_dico
     from medgan.metrics.masks import body_mask_from_ct
     from medgan.io import load_volume
     from medgan.io.dicom_writer import write_derived_ct_series
-    from medgan.io.nifti import write_nifti
+    from medgan.io.nifti import validate_volume, write_nifti
     from medgan.keys import Task
     from medgan.report.provenance import build_provenance, nifti_description, write_sidecar
 
@@ -257,6 +257,7 @@ def run_case(bundle: OpenBundle, case: RunCase, output_dir: PathLike, write_dico
     _clear_case(case_dir)
     try:
         volume = load_volume(case.source, series=case.series)
+        validate_volume(volume, case.source, spatial_dims=3)  # 4D, empty or NaN/Inf inputs are refused
         flags = check_input(volume, bundle.accepts, path=case.source, force=force, bundle_name=bundle.name)
         timing["load"] = time.perf_counter() - start
 

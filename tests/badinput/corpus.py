@@ -802,6 +802,8 @@ class CommandUse:
         writes: whether the command writes files (``output`` kinds apply only then).
         only_kinds: when set, the kinds of its forms it is given (the others are valid input for it).
         not_kinds: kinds of its forms that are valid input for it.
+        batch_record: a file (relative to ``out``) a batch command writes to record each case, failed
+            ones included; it is not a partial output, and it must list the case as failed.
     """
 
     name: str
@@ -810,6 +812,7 @@ class CommandUse:
     writes: bool = True
     only_kinds: Optional[Tuple[str, ...]] = None
     not_kinds: Tuple[str, ...] = ()
+    batch_record: Optional[str] = None
 
 
 def _src(case: BadInput, env: Environment) -> str:
@@ -870,6 +873,10 @@ COMMANDS: List[CommandUse] = [
                lambda c, e, o: ["evaluate", "--profile", "raw", "--pred",
                                 _src(c, e) if c.form != "output" else str(e.ct_nifti), "--target", str(e.ct_nifti),
                                 "--json", str(o / "metrics.json")]),
+    # A bundle run over one input: the case fails (exit 1) with the loader's or the input contract's message.
+    CommandUse("run", ("mr", "dicom", "nifti"),
+               lambda c, e, o: ["run", "ct_kernel_conversion", "--input", _src(c, e), "--device", "cpu",
+                                "-o", str(o / "run")], batch_record="run/summary.csv"),
     CommandUse("evaluate-batch", ("manifest",),
                lambda c, e, o: ["evaluate", "--profile", "raw", "--results", str(e.results), "--manifest",
                                 str(c.path), "--data-root", str(c.data_root), "-o", str(o / "per_case.csv")]),

@@ -115,7 +115,8 @@ def run_invocation(corpus: Corpus, kind: str, command_name: str, out: Path) -> O
     env = corpus.env
     if case.output_base is not None:
         out = case.output_base / command_name
-    argv = command(command_name).argv(case, env, out)
+    use = command(command_name)
+    argv = use.argv(case, env, out)
     before = input_digests(corpus, case)
     fault = case.fault() if case.fault is not None else contextlib.nullcontext()
     with fault:
@@ -125,7 +126,10 @@ def run_invocation(corpus: Corpus, kind: str, command_name: str, out: Path) -> O
     if out.is_file():
         partial.append(str(out))
     elif out.is_dir():  # empty folders a command made are not partial outputs; files are
-        partial += [str(p) for p in sorted(out.rglob("*")) if not p.is_dir()]
+        record = out / use.batch_record if use.batch_record else None
+        partial += [str(p) for p in sorted(out.rglob("*")) if not p.is_dir() and p != record]
+        if record is not None and record.is_file() and ",failed," not in record.read_text():
+            partial.append(f"{record} (does not record the case as failed)")
     manifest_rows = [Path(p) for p in _manifest_sources(case, env.root)]
     return Outcome(
         kind=kind, command=command_name, argv=list(argv), code=int(code), text=text,
