@@ -153,7 +153,7 @@ def class_fractions(sct_hu: np.ndarray, body: np.ndarray) -> Dict[str, float]:
     """Fraction of the body's voxels in each :data:`HU_CLASSES` range (the rest counts as ``other``)."""
     inside = sct_hu[body > 0]
     fractions = {name: float(((inside >= lo) & (inside < hi)).mean()) for name, (lo, hi) in HU_CLASSES.items()}
-    fractions["other"] = 1.0 - sum(fractions.values())
+    fractions["other"] = max(0.0, 1.0 - sum(fractions.values()))
     return fractions
 
 

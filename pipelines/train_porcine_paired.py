@@ -10,7 +10,10 @@ Two pairs:
 A slab of axial slices (porcine: the last 20, at the superior end of the RAS grid; templates: the 16
 ending at slice 70, upper brain) is never trained on; the 4 slices before it are dropped and
 training uses the slices below. A pix2pix model (residual U-Net, conditional PatchGAN,
-``medgan.engines.train_paired``) trains on the rest; then the held-out slab is inferred whole with
+``medgan.engines.train_paired``) trains on the rest. Its input (``--input-prior linear``, the default)
+is the MR mapped to HU by the ``linear`` baseline below (an affine rescaling of the MR inside the
+body, air outside), so the residual U-Net, which starts as the identity, starts from that baseline
+and learns the correction; ``--input-prior mr`` feeds the percentile-normalised MR itself. Then the held-out slab is inferred whole with
 the sliding window and scored with the SynthRAD2023 convention (``medgan.metrics`` profile
 ``synthrad2023``: MAE, PSNR, SSIM inside the CT's body mask, HU > -500) next to three baselines made
 from the same MR and the training slices only, scored by the same code:
@@ -117,6 +120,9 @@ def main(argv: List[str] | None = None) -> int:
     parser.add_argument("--filters", type=int, nargs="+", default=(16, 32, 64))
     parser.add_argument("--learning-rate", type=float, default=5e-4)
     parser.add_argument("--l1-weight", type=float, default=100.0)
+    parser.add_argument("--input-prior", choices=("linear", "mr"), default="linear",
+                        help="generator input: the MR mapped to HU by the linear baseline (the residual U-Net then "
+                             "starts from that baseline) or the percentile-normalised MR itself")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
@@ -127,7 +133,8 @@ def main(argv: List[str] | None = None) -> int:
 
     mr, ct = load_pair(args.pair)
     mr_body = np.asarray(MRBodyMask()(mr)).astype(bool)
-    mr_net = np.asarray(NormalizeMRPercentile()(mr, mask=mr_body), dtype=np.float32)  # [-1, 1]
+    mr_norm = np.asarray(NormalizeMRPercentile()(mr, mask=mr_body), dtype=np.float32)  # [-1, 1]
+    mr_net = mr_norm
     ct_hu = ct.numpy().astype(np.float32)
     ct_net = np.asarray(NormalizeHU(window_hu=WINDOW_HU)(ct.clone()), dtype=np.float32)
     stop = spec["stop"] or ct_hu.shape[2]
@@ -150,6 +157,11 @@ def main(argv: List[str] | None = None) -> int:
     held = slice(first_heldout, stop)
     value_scale = (WINDOW_HU[1] - WINDOW_HU[0]) / 2.0
     value_offset = (WINDOW_HU[1] + WINDOW_HU[0]) / 2.0
+    train_z = np.zeros(ct_hu.shape, dtype=bool)
+    train_z[:, :, :train_end] = True
+    linear_hu = linear_map(mr_net, mr_body, ct_hu, train_z)  # fitted on the training slices only
+    if args.input_prior == "linear":  # an affine rescaling of the MR inside the body, air outside
+        mr_net = ((linear_hu - value_offset) / value_scale).astype(np.float32)
     start = time.time()
     result = train_paired(
         [case(slice(0, train_end))], [case(held)], args.output_dir, iterations=args.iterations,
@@ -166,17 +178,16 @@ def main(argv: List[str] | None = None) -> int:
     pred_net = predict_volume(network, torch.from_numpy(mr_net[:, :, held].copy())[None], inferer)[0].numpy()
     pred_hu = pred_net * value_scale + value_offset
     target = ct_hu[:, :, held]
-    train_z = np.zeros(ct_hu.shape, dtype=bool)
-    train_z[:, :, :train_end] = True
     candidates = {
         "model": pred_hu,
         "bulk_water": bulk_water(mr_body)[:, :, held],
-        "bulk_classes": bulk_classes(mr_net, mr_body, ct_hu, train_z)[:, :, held],
-        "linear": linear_map(mr_net, mr_body, ct_hu, train_z)[:, :, held],
+        "bulk_classes": bulk_classes(mr_norm, mr_body, ct_hu, train_z)[:, :, held],
+        "linear": linear_hu[:, :, held],
     }
     mask = np.asarray(CTBodyMask()(ct))[:, :, held].astype(bool)
     table = {name: evaluate_pair(values, target, "synthrad2023", mask=mask) for name, values in candidates.items()}
-    summary = {"pair": args.pair, "iterations": result["iterations"], "minutes": round(minutes, 1),
+    summary = {"pair": args.pair, "input_prior": args.input_prior, "iterations": result["iterations"],
+               "minutes": round(minutes, 1),
                "ranges": ranges, "mask_voxels": int(mask.sum()), "synthrad2023": table}
     slab_affine = np.asarray(ct.affine, dtype=np.float64).copy()
     slab_affine[:3, 3] += slab_affine[:3, 2] * first_heldout  # the slab starts at voxel z = first_heldout
