@@ -27,20 +27,23 @@ import argparse
 import csv
 import json
 import logging
+import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import Any
 
 import numpy as np
 
+from medgan.errors import GeometryMismatchError, OutputError
 from medgan.io.nifti import read_nifti, write_nifti
 from medgan.registration.units import cormack_to_hu
 from medgan.utils.atomic import atomic_path, sha256_file
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = ROOT / "bundles" / "mr_synthetic_ct"
-DATA = ROOT.parent / "shared" / "data"
+DATA = Path(os.environ.get("MEDGAN_DATA_ROOT", ROOT.parent / "shared" / "data"))
 HEAD_MR = DATA / "mr" / "head_vs_seg_001" / "VS-SEG-001_t1_mpr_tra_gk_v4_2.nii.gz"
 HEAD_CT = DATA / "ct" / "phantom_head_philips" / "thin1mm_kernelUB.nii.gz"
 CT_TEMPLATE = DATA / "templates_mni" / "scct.nii"
@@ -65,7 +68,7 @@ def template_in_hu(output_dir: Path) -> Path:
     return path
 
 
-def _parser(config_files: Sequence[Path], overrides: Dict[str, Any]):
+def _parser(config_files: Sequence[Path], overrides: dict[str, Any]):
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
@@ -109,11 +112,11 @@ def install(generator: Path) -> None:
     logger.info("installed %s (sha256 %s)", BUNDLE / "models" / "model.pt", digest)
 
 
-def loss_statistics(losses_csv: Path) -> Dict[str, Dict[str, float]]:
+def loss_statistics(losses_csv: Path) -> dict[str, dict[str, float]]:
     """Per loss column: min, max, mean of the first and of the last 10 % of the logged rows."""
     with open(losses_csv, newline="") as handle:
         rows = list(csv.DictReader(handle))
-    stats: Dict[str, Dict[str, float]] = {}
+    stats: dict[str, dict[str, float]] = {}
     tenth = max(1, len(rows) // 10)
     for column in rows[0]:
         if not column.endswith("_loss"):
@@ -125,7 +128,7 @@ def loss_statistics(losses_csv: Path) -> Dict[str, Dict[str, float]]:
     return stats
 
 
-def outline_agreement(sct_hu: Any, mr_body: Any, threshold_hu: float = -500.0) -> Dict[str, float]:
+def outline_agreement(sct_hu: Any, mr_body: Any, threshold_hu: float = -500.0) -> dict[str, float]:
     """Body outline of the sCT (``CTBodyMask`` at ``threshold_hu``) against the MR body mask, same grid.
 
     Returns Dice and the symmetric mean / 95th-percentile surface distance in mm (MONAI metrics,
@@ -149,7 +152,7 @@ def outline_agreement(sct_hu: Any, mr_body: Any, threshold_hu: float = -500.0) -
     }
 
 
-def class_fractions(sct_hu: np.ndarray, body: np.ndarray) -> Dict[str, float]:
+def class_fractions(sct_hu: np.ndarray, body: np.ndarray) -> dict[str, float]:
     """Fraction of the body's voxels in each :data:`HU_CLASSES` range (the rest counts as ``other``)."""
     inside = sct_hu[body > 0]
     fractions = {name: float(((inside >= lo) & (inside < hi)).mean()) for name, (lo, hi) in HU_CLASSES.items()}
@@ -175,15 +178,18 @@ def measure(args: argparse.Namespace) -> int:
     seconds = time.time() - start
     predictions = sorted(out_dir.rglob("*.nii.gz"))
     if len(predictions) != 1:
-        raise RuntimeError(f"expected one prediction under {out_dir}, found {predictions}")
+        raise OutputError(f"expected one prediction, found {len(predictions)}", out_dir,
+                          "empty that folder and run measure again")
     sct = read_nifti(predictions[0])
     mr = read_nifti(HEAD_MR)
     if sct.shape != mr.shape or not np.allclose(np.asarray(sct.affine), np.asarray(mr.affine), atol=1e-3):
-        raise RuntimeError(f"sCT {tuple(sct.shape)} is not on the MR grid {tuple(mr.shape)}")
+        raise GeometryMismatchError(f"the sCT {tuple(sct.shape)} is not on the MR grid {tuple(mr.shape)}",
+                                    predictions[0], "end the bundle's postprocessing with Invertd on pred")
     body = np.asarray(MRBodyMask()(mr))
     values = sct.numpy().astype(np.float32)
-    result: Dict[str, Any] = {
-        "prediction": str(predictions[0]), "air_outside_body": args.air_outside_body, "seconds": round(seconds, 1), "dtype": str(values.dtype),
+    result: dict[str, Any] = {
+        "prediction": str(predictions[0]), "air_outside_body": args.air_outside_body,
+        "seconds": round(seconds, 1), "dtype": str(values.dtype),
         "hu_percentiles_in_body": {str(p): float(np.percentile(values[body > 0], p)) for p in (1, 5, 50, 95, 99)},
         "class_fractions_in_body": class_fractions(values, body),
         "outline": outline_agreement(sct, body),
@@ -198,7 +204,7 @@ def measure(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: List[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="step", required=True)
     for name in ("train", "measure"):

@@ -13,8 +13,8 @@ training uses the slices below. A pix2pix model (residual U-Net, conditional Pat
 ``medgan.engines.train_paired``) trains on the rest. Its input (``--input-prior linear``, the default)
 is the MR mapped to HU by the ``linear`` baseline below (an affine rescaling of the MR inside the
 body, air outside), so the residual U-Net, which starts as the identity, starts from that baseline
-and learns the correction; ``--input-prior mr`` feeds the percentile-normalised MR itself. Then the held-out slab is inferred whole with
-the sliding window and scored with the SynthRAD2023 convention (``medgan.metrics`` profile
+and learns the correction; ``--input-prior mr`` feeds the percentile-normalised MR itself. Then the
+held-out slab is inferred whole with the sliding window and scored with the SynthRAD2023 convention (``medgan.metrics`` profile
 ``synthrad2023``: MAE, PSNR, SSIM inside the CT's body mask, HU > -500) next to three baselines made
 from the same MR and the training slices only, scored by the same code:
 
@@ -33,10 +33,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Tuple
 
 import numpy as np
 import torch
@@ -52,7 +52,7 @@ from medgan.transforms.mask import CTBodyMask, MRBodyMask
 from medgan.transforms.spatial import preprocessing
 from medgan.utils.atomic import atomic_path
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = Path(os.environ.get("MEDGAN_DATA_ROOT", Path(__file__).resolve().parents[2] / "shared" / "data"))
 WINDOW_HU = (-1024.0, 3071.0)  # CT <-> [-1, 1]
 AIR_HU = -1000.0
 #: per pair: files, working spacing (mm), training patch (vox), held-out slices, gap slices, and the
@@ -69,7 +69,7 @@ PAIRS = {
 logger = logging.getLogger("train_porcine_paired")
 
 
-def load_pair(pair: str) -> Tuple[torch.Tensor, torch.Tensor]:
+def load_pair(pair: str) -> tuple[torch.Tensor, torch.Tensor]:
     """MR and CT (HU) as ``(X, Y, Z)`` MetaTensors on one RAS working grid."""
     spec = PAIRS[pair]
     mr, ct = read_nifti(spec["mr"]), read_nifti(spec["ct"])
@@ -111,7 +111,7 @@ def linear_map(mr: np.ndarray, mr_body: np.ndarray, ct: np.ndarray, train: np.nd
     return np.where(mr_body > 0, slope * mr + intercept, AIR_HU).astype(np.float32)
 
 
-def main(argv: List[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pair", choices=sorted(PAIRS), default="porcine")
     parser.add_argument("--output-dir", type=Path, required=True)
@@ -145,7 +145,7 @@ def main(argv: List[str] | None = None) -> int:
     x0, x1 = max(int(xs.min()) - margin, 0), min(int(xs.max()) + margin + 1, mr_body.shape[0])
     y0, y1 = max(int(ys.min()) - margin, 0), min(int(ys.max()) + margin + 1, mr_body.shape[1])
 
-    def case(z: slice) -> Dict[str, torch.Tensor]:
+    def case(z: slice) -> dict[str, torch.Tensor]:
         region = (slice(x0, x1), slice(y0, y1), z)
         return {"source": torch.from_numpy(mr_net[region].copy())[None],
                 "target": torch.from_numpy(ct_net[region].copy())[None],

@@ -48,8 +48,9 @@ def tiny_head(tmp_path_factory) -> dict[str, Path]:
     write_nifti(ct, root / "ct.nii.gz")
     write_nifti(MetaTensor(mr, affine=ct.affine), root / "mr.nii.gz")
     # the same MR stored left-right and anterior-posterior flipped (LPS) with 1.5 mm slices
-    lps = np.asarray(ct.affine, dtype=np.float64) @ np.diag([-1.0, -1.0, 0.75, 1.0])
-    lps[:3, 3] = np.asarray(ct.affine)[:3, :3] @ np.array([SHAPE[0] - 1, SHAPE[1] - 1, 0]) + np.asarray(ct.affine)[:3, 3]
+    ras = np.asarray(ct.affine, dtype=np.float64)
+    lps = ras @ np.diag([-1.0, -1.0, 0.75, 1.0])
+    lps[:3, 3] = ras[:3, :3] @ np.array([SHAPE[0] - 1, SHAPE[1] - 1, 0]) + ras[:3, 3]
     write_nifti(MetaTensor(mr[::-1, ::-1].copy(), affine=lps), root / "mr_lps.nii.gz")
     return {"ct": root / "ct.nii.gz", "mr": root / "mr.nii.gz", "mr_lps": root / "mr_lps.nii.gz"}
 
