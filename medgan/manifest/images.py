@@ -222,6 +222,11 @@ def _dicom_header(ref: ImageRef) -> ImageHeader:
     except DicomSeriesError as err:
         raise ImageHeaderError(err.problem, "select one series as FOLDER::SeriesInstanceUID or FOLDER::SeriesNumber "
                                "(list them with 'medgan series FOLDER')") from None
+    if "resample_uneven" in (info.reason or ""):
+        # readable, but the default loader of training and batch runs refuses it: say so now
+        raise ImageHeaderError(info.reason.split(": needs resample_uneven")[0] + " (training and medgan run refuse it)",
+                               "convert it with 'medgan convert --resample-uneven' and list the NIfTI instead, or "
+                               "replace the missing files from the archive")
     corners = []
     for record in info.records:
         row_dir = np.array(record.orientation[:3])
