@@ -24,7 +24,7 @@ B-spline, model and target.
 
 Example (the shipped weights; see bundles/ct_super_resolution/docs/README.md):
     OMP_NUM_THREADS=1 .venv/bin/python pipelines/train_super_resolution.py --output-dir runs/sr_5to1 \
-        --iterations 300 --threads 1
+        --iterations 1500 --validate-every 500 --threads 1
     .venv/bin/python pipelines/train_super_resolution.py --output-dir runs/sr_5to1 --evaluate-only \
         --weights bundles/ct_super_resolution/models/model.pt
 """
@@ -92,8 +92,9 @@ def slice_offset(grid_affine: np.ndarray, thin_affine: np.ndarray, tol_mm: float
     """
     grid, thin = np.asarray(grid_affine, dtype=np.float64), np.asarray(thin_affine, dtype=np.float64)
     if not np.allclose(grid[:3, :3], thin[:3, :3], atol=tol_mm):
-        raise GeometryMismatchError("the upsampled grid and the thin volume have different voxel axes",
-                                    fix="give a thin series with the thick series' in-plane grid and the target spacing")
+        raise GeometryMismatchError(
+            "the upsampled grid and the thin volume have different voxel axes",
+            fix="give a thin series with the thick series' in-plane grid and the target spacing")
     offset = (np.linalg.inv(thin) @ grid[:, 3])[:3]
     if np.abs(offset[:2]).max() > tol_mm or abs(offset[2] - round(offset[2])) > 1e-3:
         raise GeometryMismatchError(f"the thin slices do not fall on the upsampled grid (offset {offset} voxels)",
@@ -107,7 +108,8 @@ def check_pair_geometry(thick, thin, ratio: int) -> Dict[str, float]:
     Returns the z offset (thin voxels) of the first thick centre and the MAE (HU) between each thick
     slice and the plain mean of its thin slices.
     """
-    offset = (np.linalg.inv(np.asarray(thin.affine, dtype=np.float64)) @ np.asarray(thick.affine, dtype=np.float64)[:, 3])[2]
+    thin_affine, thick_affine = (np.asarray(v.affine, dtype=np.float64) for v in (thin, thick))
+    offset = (np.linalg.inv(thin_affine) @ thick_affine[:, 3])[2]
     expected = (ratio - 1) / 2.0
     if abs(offset - expected) > 1e-3:
         raise GeometryMismatchError(f"first thick slice centre at thin voxel {offset:.3f}, expected {expected}",
