@@ -9,9 +9,11 @@ along the RAS axes: x = right-left, y = anterior-posterior, z = superior-inferio
 - **modality**: the DICOM ``Modality`` of the series; for NIfTI the ``Modality`` of a BIDS/dcm2niix
   JSON sidecar beside the file, else the intensity heuristic of
   :func:`medgan.manifest.images.detect_modality` (CT in HU has air near -1000 HU; magnitude MR has no
-  values below -100). A CT stored without its HU rescale (air at 0) cannot be told from MR by its
-  intensities: it is refused by a CT contract (not HU) but passes the modality check of an MR contract
-  unless a sidecar says ``Modality: CT``.
+  values below -100). A CT stored in other units than HU (without its rescale, or in Cormack units
+  like the MNI-space CT template: air at 0, nothing negative) cannot be told from MR by its
+  intensities. A CT contract refuses it anyway (not HU). An MR contract therefore needs the modality
+  confirmed by the file itself: the DICOM ``Modality`` or a JSON sidecar (``medgan convert`` and
+  dcm2niix write one); MR-like intensities alone are flagged as unconfirmed.
 - **value range**: the robust range (:data:`LOW_PERCENTILE` to :data:`HIGH_PERCENTILE` of a strided
   sample) must lie inside the declared range widened by :data:`RANGE_TOLERANCE_FRACTION` of its width.
   A constant padding value below the declared minimum (``-2048`` or ``-3024`` outside a CT's
@@ -121,16 +123,23 @@ def input_modality(image: Any, path: Optional[PathLike] = None) -> Tuple[Optiona
     Returns:
         ``(modality or None, evidence)``; modality is ``CT``, ``MR``, ``SEG``, another DICOM value or None.
     """
+    modality, evidence, _ = _modality_with_source(image, path)
+    return modality, evidence
+
+
+def _modality_with_source(image: Any, path: Optional[PathLike]) -> Tuple[Optional[str], str, bool]:
+    """:func:`input_modality` plus whether the file stated it (DICOM or sidecar) rather than intensities."""
     from medgan.manifest.images import sidecar_modality, detect_modality
 
     dicom_modality = str(_meta(image).get("Modality") or "").strip().upper()
     if dicom_modality:
-        return dicom_modality, f"DICOM Modality={dicom_modality}"
+        return dicom_modality, f"DICOM Modality={dicom_modality}", True
     if path is not None and Path(path).is_file():
         modality, evidence = sidecar_modality(Path(path))
         if modality:
-            return modality, evidence
-    return detect_modality(_sample(_array(image)))
+            return modality, evidence, True
+    modality, evidence = detect_modality(_sample(_array(image)))
+    return modality, evidence, False
 
 
 def robust_value_range(image: Any, declared_low: Optional[float] = None) -> Tuple[float, float, Optional[float]]:
@@ -245,9 +254,14 @@ def check_input(image: Any, accepts: Mapping[str, Any], path: Optional[PathLike]
     """
     flags: List[InputFlag] = []
     expected = accepts.get("source_modality")
-    modality, evidence = input_modality(image, path)
+    modality, evidence, stated = _modality_with_source(image, path)
     if expected is not None and modality != str(expected).upper():
         flags.append(InputFlag("modality", f"{modality or 'an unknown modality'} ({evidence})", f"{expected}"))
+    elif str(expected).upper() == "MR" and not stated:
+        flags.append(InputFlag("modality", f"MR not confirmed ({evidence}; a CT in other units than HU looks "
+                               "the same), no DICOM Modality or JSON sidecar",
+                               "MR stated by the file: a DICOM series, or a NIfTI with a JSON sidecar "
+                               "holding \"Modality\": \"MR\" (medgan convert and dcm2niix write one)"))
     flags += _value_flags(image, str(expected or modality or "").upper(), accepts.get("source_value_range"))
     spacing, fov = ras_spacing_mm(image)
     flags += _geometry_flags("spacing", spacing, accepts.get("spacing_mm_range"))

@@ -146,6 +146,7 @@ def _convert(args: argparse.Namespace) -> int:
     usable = [s for s in found if s.usable]
     if not usable:
         select_series(found, args.src)  # raises, saying why nothing is usable
+    from medgan.io.dicom.sidecar import sidecar_path
     from medgan.utils.atomic import atomic_directory, atomic_path
 
     index: Dict[str, Any] = {"source": os.fspath(args.src), "series": {}, "failed": {}, "skipped": {}}
@@ -165,7 +166,7 @@ def _convert(args: argparse.Namespace) -> int:
                 continue
             _write(volume, tmp / name, overwrite=True)
             _report(volume, args.dst / name)
-            index["series"][info.key] = {"file": name, "series_number": info.series_number,
+            index["series"][info.key] = {"file": name, "sidecar": sidecar_path(name).name, "series_number": info.series_number,
                                          "description": info.description, "shape": list(volume.array.shape),
                                          "tilt_handling": volume.meta["tilt_handling"],
                                          "spacing_handling": volume.meta["spacing_handling"]}
@@ -202,7 +203,8 @@ def _report(volume: Any, path: Path) -> None:
 
 
 def _write(volume: Any, path: Path, overwrite: bool) -> None:
-    """Write ``volume`` as NIfTI-1 (sform; qform too unless the affine is sheared), atomically.
+    """Write ``volume`` as NIfTI-1 (sform; qform too unless the affine is sheared) and its JSON
+    sidecar (:mod:`medgan.io.dicom.sidecar`: Modality, kernel...), each atomically.
 
     This uses :func:`medgan.io.dicom.nifti_out.write_volume_nifti` rather than
     :func:`medgan.io.nifti.write_nifti`: the latter imports nibabel (about 0.2 s of CPU, as much as
@@ -211,5 +213,12 @@ def _write(volume: Any, path: Path, overwrite: bool) -> None:
     """
     from medgan.io.dicom.nifti_out import write_volume_nifti
 
+    from medgan.errors import OutputError
+    from medgan.io.dicom.sidecar import sidecar_path, write_sidecar
+
+    if not overwrite and sidecar_path(path).exists():
+        raise OutputError("the JSON sidecar of the output already exists", sidecar_path(path),
+                          "choose another output name, or pass --overwrite")
     write_volume_nifti(volume.array, volume.affine, path, description=f"medgan {volume.meta['tilt_handling']}",
                        overwrite=overwrite)
+    write_sidecar(volume.meta, path, overwrite=True)

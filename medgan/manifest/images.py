@@ -162,9 +162,9 @@ def _strides(shape: Tuple[int, ...], max_voxels: int) -> Tuple[int, ...]:
 
 
 def sidecar_modality(path: Path) -> Tuple[Optional[str], str]:
-    name = path.name
-    stem = name[:-7] if name.lower().endswith(".nii.gz") else name[:-4]
-    sidecar = path.with_name(stem + ".json")
+    from medgan.io.dicom.sidecar import sidecar_path
+
+    sidecar = sidecar_path(path)
     if not sidecar.is_file():
         return None, ""
     try:

@@ -10,6 +10,7 @@ import pytest
 
 from medgan.bundle.input_check import check_input, ras_spacing_mm, robust_value_range
 from medgan.errors import BundleError
+from medgan.io.dicom.sidecar import sidecar_path
 
 CT_CONTRACT = {"source_modality": "CT", "source_value_range": [-1024, 3071],
                "spacing_mm_range": [[0.2, 0.2, 0.5], [3.5, 3.5, 6.0]],
@@ -127,15 +128,18 @@ MODALITY_CONTRACTS = {"CT": {k: CT_CONTRACT[k] for k in ("source_modality", "sou
 
 
 @pytest.mark.realdata
-def test_real_mismatches_are_refused(data_root, capsys):
+def test_real_mismatches_are_refused(data_root, tmp_path, capsys):
     """Every real CT is refused by the MR contract and every real MR by the CT contract.
 
-    Known limit, asserted so it cannot change silently: a CT stored in Cormack units (the scct
-    templates; no HU air, no metadata) passes the MR contract's checks; the CT contract refuses it.
+    The CT templates in Cormack units (no HU air, no metadata) have MR-like intensities: the MR
+    contract refuses them because nothing in the file states MR. An MR NIfTI without a sidecar is
+    refused the same way, and accepted once a JSON sidecar says ``"Modality": "MR"``.
     """
+    import shutil
+
     from medgan.io import load_volume
 
-    lines = [f"{'volume':64} {'is':20} {'CT contract':12} {'MR contract':12}"]
+    lines = [f"{'volume':64} {'is':20} {'CT contract':12} {'MR contract':12} {'MR + sidecar':12}"]
     for relative, truth in REAL_VOLUMES:
         path = data_root / relative
         if not path.exists():
@@ -148,13 +152,20 @@ def test_real_mismatches_are_refused(data_root, capsys):
             if flags:
                 with pytest.raises(BundleError, match="--force"):
                     check_input(image, contract, path)
-        lines.append(f"{relative:64} {truth:20} {verdict['CT']:12} {verdict['MR']:12}")
-        if truth == "CT":
-            assert verdict == {"CT": "accepted", "MR": "refused"}, relative
-        elif truth == "MR":
-            assert verdict == {"CT": "refused", "MR": "accepted"}, relative
+        stated = path.is_dir() or sidecar_path(path).is_file()
+        with_sidecar = "-"
+        if truth == "MR" and not stated:  # the same file with a sidecar that states MR
+            copy = tmp_path / path.name
+            shutil.copyfile(path, copy)
+            sidecar_path(copy).write_text('{"Modality": "MR"}')
+            with_sidecar = "refused" if check_input(load_volume(copy), MODALITY_CONTRACTS["MR"], copy,
+                                                    force=True) else "accepted"
+            assert with_sidecar == "accepted", relative
+        lines.append(f"{relative:64} {truth:20} {verdict['CT']:12} {verdict['MR']:12} {with_sidecar:12}")
+        if truth == "CT" or truth.startswith("CT "):
+            assert verdict == {"CT": "accepted" if truth == "CT" else "refused", "MR": "refused"}, relative
         else:
-            assert verdict == {"CT": "refused", "MR": "accepted"}, relative
+            assert verdict == {"CT": "refused", "MR": "accepted" if stated else "refused"}, relative
     with capsys.disabled():
         print("\n" + "\n".join(lines))
     assert len(lines) > 10

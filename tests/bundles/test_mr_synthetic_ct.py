@@ -52,6 +52,8 @@ def tiny_head(tmp_path_factory) -> dict[str, Path]:
     lps = ras @ np.diag([-1.0, -1.0, 0.75, 1.0])
     lps[:3, 3] = ras[:3, :3] @ np.array([SHAPE[0] - 1, SHAPE[1] - 1, 0]) + ras[:3, 3]
     write_nifti(MetaTensor(mr[::-1, ::-1].copy(), affine=lps), root / "mr_lps.nii.gz")
+    for name in ("mr", "mr_lps"):  # the sidecar medgan convert / dcm2niix write: it states the modality
+        (root / f"{name}.json").write_text('{"Modality": "MR"}')
     return {"ct": root / "ct.nii.gz", "mr": root / "mr.nii.gz", "mr_lps": root / "mr_lps.nii.gz"}
 
 
@@ -136,6 +138,25 @@ def test_medgan_run_writes_the_sct_on_the_mr_grid(tiny_head, tmp_path):
     np.testing.assert_allclose(sct.affine.numpy(), mr.affine.numpy(), atol=1e-4)
     sidecar = json.loads((written.parent / "pred.json").read_text())
     assert load_sha() in json.dumps(sidecar)
+
+
+def test_an_mr_nifti_without_sidecar_is_refused_unless_forced(tiny_head, tmp_path, capsys):
+    """MR-like intensities alone do not confirm MR (a CT in Cormack units looks the same)."""
+    import shutil
+
+    from medgan.cli import main
+
+    bare = tmp_path / "bare_mr.nii.gz"
+    shutil.copyfile(tiny_head["mr"], bare)
+    assert main(["run", "mr_synthetic_ct", "--input", str(bare), "--output-dir", str(tmp_path / "out"),
+                 "--device", "cpu"]) != 0
+    summary = (tmp_path / "out" / "summary.csv").read_text()
+    assert "MR not confirmed" in summary and "sidecar" in summary
+    assert not list((tmp_path / "out").glob("*/pred.nii.gz"))
+    assert main(["run", "mr_synthetic_ct", "--input", str(bare), "--output-dir", str(tmp_path / "forced"),
+                 "--device", "cpu", "--force"]) == 0
+    [sidecar] = list((tmp_path / "forced").glob("*/pred.json"))
+    assert "MR not confirmed" in sidecar.read_text()
 
 
 def load_sha() -> str:

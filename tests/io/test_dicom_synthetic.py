@@ -367,10 +367,14 @@ def test_cli_series_and_convert(tmp_path, capsys):
     np.testing.assert_array_equal(np.asarray(written.dataobj), expected.array)
     np.testing.assert_allclose(written.affine, expected.affine, atol=1e-5)
     assert written.get_data_dtype() == np.int16
+    sidecar = json.loads((tmp_path / "x.json").read_text())  # BIDS names, as dcm2niix writes them
+    assert sidecar["Modality"] == expected.meta["Modality"] and sidecar["SeriesNumber"] == 3
+    assert sidecar["ConversionSoftware"] == "medgan" and not any("UID" in key for key in sidecar)
     # --all: the gapped series fails clearly, the good one is written, index.json says which
     assert main(["convert", str(src), str(tmp_path / "all"), "--all"]) == 1
     index = json.loads((tmp_path / "all" / "index.json").read_text())
     assert list(index["series"]) == ["1.2.3.4.10"] and "missing slice" in index["failed"]["1.2.3.4.20"]
     assert (tmp_path / "all" / index["series"]["1.2.3.4.10"]["file"]).exists()
+    assert json.loads((tmp_path / "all" / index["series"]["1.2.3.4.10"]["sidecar"]).read_text())["Modality"] == "CT"
     assert main(["convert", str(src), str(tmp_path / "all2"), "--all", "--resample-uneven"]) == 0
     assert len(json.loads((tmp_path / "all2" / "index.json").read_text())["series"]) == 2
