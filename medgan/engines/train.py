@@ -228,6 +228,16 @@ def train_cyclegan(
     learning_rate: float = 2e-4,
     ema_decay: float = 0.999,
     weight_key: str | None = None,
+    val_cases: Sequence[Case] = (),
+    validate_every: int = 200,
+    value_scale: float = 2047.5,
+    value_offset: float = 1023.5,
+    source_value_scale: float = 1.0,
+    source_value_offset: float = 0.0,
+    tissue_classes: Mapping[str, Sequence[float]] | None = None,
+    window: Sequence[float] = (-1000.0, 1500.0),
+    source_window: Sequence[float] = (-1.0, 1.0),
+    sw_overlap: float = 0.25,
     checkpoint_every: int = 100,
     epoch_length: int = 100,
     precision: str = "fp32",
@@ -258,6 +268,20 @@ def train_cyclegan(
         learning_rate: Adam learning rate (betas 0.5, 0.999).
         ema_decay: EMA decay of ``G_source_to_target`` (0 disables).
         weight_key: sampling-weight key for foreground-weighted crops.
+        val_cases: whole volumes to translate every ``validate_every`` iterations: dicts with ``source``
+            (and ``body_mask``; a ``target`` on the source's grid adds MAE/RMSE/PSNR). Unpaired cases
+            get the fractions of ``tissue_classes`` in the (masked) output and a PNG snapshot
+            (:class:`medgan.handlers.validation.TranslationValidator`). Empty: no validation.
+        validate_every: validation period (iterations).
+        value_scale: network -> physical scale of the output and target (default: [-1, 1] -> HU
+            window [-1024, 3071]).
+        value_offset: network -> physical offset.
+        source_value_scale: network -> display units of the source (MR: keep the normalised units).
+        source_value_offset: see ``source_value_scale``.
+        tissue_classes: ``{name: (low, high)}`` in physical units logged as fractions (None: none).
+        window: PNG display window of output and target, physical units.
+        source_window: PNG display window of the source, its display units.
+        sw_overlap: sliding-window overlap for validation.
         checkpoint_every: checkpoint period.
         epoch_length: iterations per nominal epoch.
         precision: ``fp32``, ``bf16`` or ``fp16`` (CUDA).
@@ -269,7 +293,7 @@ def train_cyclegan(
         log_every: loss-log period.
 
     Returns:
-        ``{"output_dir", "generator_path", "iterations", "generator", "final_generator"}``;
+        ``{"output_dir", "generator_path", "iterations", "validation", "generator", "final_generator"}``;
         ``generator.pt`` holds (the EMA of) ``G_source_to_target``.
     """
     out = Path(output_dir)
@@ -316,11 +340,18 @@ def train_cyclegan(
         if ema is not None:
             ema.attach(trainer)
             objects["ema"] = ema
-        _run(trainer, objects, out, iterations, checkpoint_every, resume, progress, log_every)
         final_network = ema.network if ema is not None else g_s2t
+        if val_cases:
+            TranslationValidator(
+                val_cases, final_network, make_sliding_window_inferer(patch, overlap=sw_overlap, device=str(device_)),
+                out, every_n_iterations=validate_every, value_scale=value_scale, value_offset=value_offset,
+                data_range=value_scale * 2.0, precision=precision, window=window, tensorboard_dir=out / "tensorboard",
+                tissue_classes=tissue_classes, source_value_scale=source_value_scale,
+                source_value_offset=source_value_offset, source_window=source_window).attach(trainer)
+        _run(trainer, objects, out, iterations, checkpoint_every, resume, progress, log_every)
         _save_generator(out / "generator.pt", final_network, rank)
         return {"output_dir": out, "generator_path": out / "generator.pt", "iterations": trainer.state.iteration,
-                "generator": g_s2t, "final_generator": final_network}
+                "validation": dict(trainer.state.metrics), "generator": g_s2t, "final_generator": final_network}
     finally:
         if owns_group:
             cleanup_distributed()

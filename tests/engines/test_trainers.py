@@ -61,6 +61,38 @@ def test_cyclegan_resume_is_exact_with_image_pool(tmp_path, offset_cases):
     _assert_same_weights(whole["generator"], resumed["generator"])
 
 
+def test_cyclegan_validation_logs_class_fractions_and_snapshots(tmp_path, offset_cases):
+    """Unpaired validation: tissue-class fractions of the whole-volume output in the body mask, a PNG
+    per case and validation; a case with a target also gets its errors."""
+    train, held_out = offset_cases
+    sources = [{"source": c["source"]} for c in train]
+    targets = [{"target": c["target"]} for c in train]
+    body = (held_out[0]["target"] > held_out[0]["target"].median()).float()
+    classes = {"low": (-1e9, 0.0), "high": (0.0, 1e9)}
+    val = [{"source": held_out[0]["source"], "body_mask": body},
+           {"source": held_out[0]["source"], "target": held_out[0]["target"]}]
+    result = train_cyclegan(sources, targets, tmp_path, iterations=2, epoch_length=2, checkpoint_every=2,
+                            val_cases=val, validate_every=1, value_scale=1.0, value_offset=0.0,
+                            tissue_classes=classes, **{**TINY_CYCLE, "patch_size_vox": (8, 8, 8)})
+    with open(tmp_path / "validation.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    generated = [r for r in rows if r["model"] == "generator"]
+    assert [(r["iteration"], r["case"]) for r in generated] == [("1", "case0"), ("1", "case1"), ("2", "case0"),
+                                                                ("2", "case1")]
+    assert [r["case"] for r in rows if r["model"] == "input"] == ["case1"]  # only the case with a target
+    for row in generated:
+        assert float(row["low_fraction"]) + float(row["high_fraction"]) == pytest.approx(1.0)
+        assert (row["rmse"] == "") == (row["case"] == "case0")
+    # the masked fractions are those of the generator's output inside the mask
+    pred = predict_volume(result["final_generator"], val[0]["source"],
+                          make_sliding_window_inferer((8, 8, 8), overlap=0.25, device="cpu"))
+    expected = float((pred[0][body[0] > 0] >= 0).float().mean())
+    assert float(generated[-2]["high_fraction"]) == pytest.approx(expected, abs=1e-4)
+    assert result["validation"]["val_high_fraction"] == pytest.approx(
+        (expected + float(generated[-1]["high_fraction"])) / 2, abs=1e-4)
+    assert len(list((tmp_path / "snapshots").glob("case0_iter*.png"))) == 2
+
+
 def test_paired_training_improves_held_out_volume_and_writes_outputs(tmp_path, offset_cases):
     train, held_out = offset_cases
     result = train_paired(train, held_out, tmp_path, iterations=16, epoch_length=8, validate_every=8,
