@@ -1,22 +1,27 @@
 """Benchmark: seconds per volume and peak memory of each bundle's whole-volume inference.
 
-Two settings per bundle, each run in its own child process (so peak RSS is that run's alone):
+Up to three settings per bundle, each run in its own child process (so peak RSS is that run's alone):
 
 * ``naive``: fp32 Gaussian-blended sliding window with the settings MONAI model-zoo bundles commonly
-  ship (``overlap 0.5``, ``sw_batch_size 4``);
+  ship (``overlap 0.5``, ``sw_batch_size 4``), every window computed;
+* ``exact``: the same windows, one per network call, background (air-only) windows skipped: the
+  output inside the body is the naive one exactly (CT bundles);
 * ``shipped``: the bundle's own ``inference.yaml`` (what ``medgan run`` uses), or the overrides given
   with ``--shipped-overrides``.
 
 A run is ``medgan run``'s per-case path (load, input check, preprocessing, sliding window,
 postprocessing, NIfTI write; no DICOM) on a real volume padded to the benchmark size: CT bundles get
-the real head phantom CT (512 x 512 x 100 at 1 mm, ``ct/phantom_head_philips``) mirrored in z to 300
-slices (super-resolution: the real 5 mm volume mirrored to 60 thick slices, i.e. 300 thin ones); the
-MR bundle gets the real head MR (512 x 512 x 120) resampled to 256 x 256 x 200. The outputs of the two
-settings are compared voxel by voxel in HU (99th percentile and maximum of the absolute difference).
+the real head phantom CT (512 x 512 x 100 at 1 mm, ``ct/phantom_head_philips``) mirrored in z to
+``--slices`` (default 300; super-resolution: the real 5 mm volume mirrored to a fifth as many thick
+slices); the MR bundle gets the real head MR (512 x 512 x 120) resampled to 256 x 256 x 200. The
+outputs of each setting are compared with the naive one voxel by voxel in HU (99th percentile and
+maximum of the absolute difference, over the volume and inside the body: naive output > -500 HU,
+largest component, holes filled).
 The 1-minute load average is printed before and after: figures are comparable only on an idle machine.
 
     .venv/bin/python benchmarks/bench_inference.py [--bundles ct_lowdose_denoising ...] [--runs 3]
-        [--naive-runs 1] [--device auto] [--data-root ../shared/data] [--json results.json]
+        [--naive-runs 1] [--settings naive exact shipped] [--slices 300] [--device auto]
+        [--data-root ../shared/data] [--json results.json]
 
 On a GPU machine ``--device cuda`` measures the same two settings with the windows on the GPU.
 """
@@ -36,7 +41,9 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 BUNDLES = ("ct_lowdose_denoising", "ct_kernel_conversion", "ct_super_resolution", "mr_synthetic_ct")
-NAIVE = {"sw_overlap": 0.5, "sw_batch_size": 4}
+NAIVE = {"sw_overlap": 0.5, "sw_batch_size": 4, "skip_background_below_hu": None}
+EXACT = {"sw_overlap": 0.5, "sw_batch_size": 1}
+SETTINGS = ("naive", "exact", "shipped")
 CT_THIN = "ct/phantom_head_philips/thin1mm_kernelUB.nii.gz"
 CT_THICK = "ct/phantom_head_philips/thick5mm_kernelUB.nii.gz"
 MR_HEAD = "mr/head_vs_seg_001/VS-SEG-001_t1_mpr_tra_gk_v4_2.nii.gz"
@@ -53,7 +60,7 @@ def _mirror_to(values: Any, slices: int) -> Any:
     return np.ascontiguousarray(np.concatenate(parts, axis=2)[:, :, :slices])
 
 
-def make_inputs(data_root: Path, folder: Path) -> Dict[str, Path]:
+def make_inputs(data_root: Path, folder: Path, slices: int = 300) -> Dict[str, Path]:
     """Write the benchmark volumes (NIfTI) into ``folder``; returns bundle name -> input file."""
     import nibabel as nib
     import numpy as np
@@ -71,8 +78,9 @@ def make_inputs(data_root: Path, folder: Path) -> Dict[str, Path]:
 
     thin = nib.load(str(data_root / CT_THIN))
     thick = nib.load(str(data_root / CT_THICK))
-    ct300 = save(_mirror_to(np.asarray(thin.dataobj, dtype=np.int16), 300), thin, "ct_512x512x300.nii.gz")
-    thick60 = save(_mirror_to(np.asarray(thick.dataobj, dtype=np.int16), 60), thick, "ct_thick_512x512x60.nii.gz")
+    ct300 = save(_mirror_to(np.asarray(thin.dataobj, dtype=np.int16), slices), thin, f"ct_512x512x{slices}.nii.gz")
+    thick60 = save(_mirror_to(np.asarray(thick.dataobj, dtype=np.int16), slices // 5), thick,
+                   f"ct_thick_512x512x{slices // 5}.nii.gz")
 
     mr = sitk.ReadImage(str(data_root / MR_HEAD), sitk.sitkFloat32)
     size = (256, 256, 200)
@@ -107,7 +115,10 @@ def _child(args: argparse.Namespace) -> None:
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0),
         "peak_gpu_mb": None if peak_gpu_mb is None else round(peak_gpu_mb),
         "parameters": {k: sidecar["parameters"].get(k) for k in ("roi_size_vox", "overlap", "sw_batch_size",
-                                                                  "precision")},
+                                                                  "precision", "skip_background_below")},
+        "background_windows_skipped": (f"{sidecar['sliding_window']['background_windows_skipped']} of "
+                                       f"{sidecar['sliding_window']['windows']}" if "sliding_window" in sidecar
+                                       else None),
     }))
 
 
@@ -122,14 +133,19 @@ def _run_child(bundle: str, setting: str, overrides: Dict[str, Any], source: Pat
 
 
 def _difference_hu(a: Path, b: Path) -> Dict[str, float]:
+    """|a - b| over the volume and inside the body of ``a`` (a CT output)."""
     import nibabel as nib
     import numpy as np
+
+    from medgan.metrics.masks import body_mask_from_ct
 
     x = np.asarray(nib.load(str(a)).dataobj, dtype=np.float32)
     y = np.asarray(nib.load(str(b)).dataobj, dtype=np.float32)
     diff = np.abs(x - y)
+    body = diff[body_mask_from_ct(x)]
     return {"p99_abs_diff_hu": float(np.percentile(diff, 99)), "max_abs_diff_hu": float(diff.max()),
-            "mean_abs_diff_hu": float(diff.mean())}
+            "mean_abs_diff_hu": float(diff.mean()), "body_p99_abs_diff_hu": float(np.percentile(body, 99)),
+            "body_max_abs_diff_hu": float(body.max())}
 
 
 def main() -> int:
@@ -139,6 +155,8 @@ def main() -> int:
     parser.add_argument("--naive-runs", type=int, default=1, help="runs of the naive setting (median reported)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--shipped-overrides", default="{}", help="JSON overrides for the shipped setting")
+    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=SETTINGS)
+    parser.add_argument("--slices", type=int, default=300, help="slices of the CT volume (thin grid)")
     parser.add_argument("--data-root", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -157,11 +175,16 @@ def main() -> int:
     print(f"load average before: {os.getloadavg()[0]:.2f}", flush=True)
     results: List[Dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="medgan-bench-") as tmp:
-        inputs = make_inputs(args.data_root, Path(tmp))
+        inputs = make_inputs(args.data_root, Path(tmp), args.slices)
         for name in args.bundles:
-            outputs = {}
-            for setting, overrides, runs in (("naive", NAIVE, args.naive_runs),
-                                             ("shipped", json.loads(args.shipped_overrides), args.runs)):
+            outputs: Dict[str, Path] = {}
+            rows: Dict[str, Dict[str, Any]] = {}
+            chosen = {"naive": (NAIVE, args.naive_runs), "exact": (EXACT, args.runs),
+                      "shipped": (json.loads(args.shipped_overrides), args.runs)}
+            for setting in args.settings:
+                if setting == "exact" and name == "mr_synthetic_ct":
+                    continue  # MR input: no HU background to skip
+                overrides, runs = chosen[setting]
                 records = []
                 for run in range(runs):
                     out = Path(tmp) / f"{name}-{setting}-{run}"
@@ -169,25 +192,34 @@ def main() -> int:
                     print(json.dumps(record), flush=True)
                     records.append(record)
                     outputs[setting] = out / "case" / "pred.nii.gz"
-                results.append({
+                rows[setting] = {
                     "bundle": name, "setting": setting, "runs": runs, "device": records[0]["device"],
-                    "parameters": records[0]["parameters"],
+                    "input": inputs[name].name, "parameters": records[0]["parameters"],
                     "median_seconds": statistics.median(r["seconds"] for r in records),
                     "median_inference_seconds": statistics.median(r["inference_seconds"] for r in records),
                     "peak_rss_mb": max(r["peak_rss_mb"] for r in records),
-                })
-            naive, shipped = results[-2], results[-1]
-            shipped.update(_difference_hu(outputs["naive"], outputs["shipped"]))
-            shipped["speedup"] = round(naive["median_seconds"] / shipped["median_seconds"], 2)
+                    "background_windows_skipped": records[0].get("background_windows_skipped"),
+                }
+                results.append(rows[setting])
+            if "naive" in rows:
+                for setting, row in rows.items():
+                    if setting != "naive":
+                        row.update(_difference_hu(outputs["naive"], outputs[setting]))
+                        row["speedup"] = round(rows["naive"]["median_seconds"] / row["median_seconds"], 2)
     print(f"load average after: {os.getloadavg()[0]:.2f}")
-    print("| bundle | setting | roi, overlap, sw batch, precision | runs | s / volume (median) | inference s | peak RSS MB | speed-up | |diff| p99 / max HU |")
-    print("|---|---|---|---:|---:|---:|---:|---:|---|")
+    print("| bundle | input | setting | roi, overlap, sw batch, skip | windows skipped | runs | s / volume (median) "
+          "| inference s | peak RSS MB | speed-up | |diff| vs naive p99 / max HU, volume | same, body |")
+    print("|---|---|---|---|---|---:|---:|---:|---:|---:|---|---|")
     for row in results:
         p = row["parameters"]
+        skip = "yes" if p.get("skip_background_below") is not None else "no"
         diff = (f"{row['p99_abs_diff_hu']:.1f} / {row['max_abs_diff_hu']:.0f}" if "p99_abs_diff_hu" in row else "")
-        print(f"| {row['bundle']} | {row['setting']} | {p['roi_size_vox']}, {p['overlap']}, {p['sw_batch_size']}, "
-              f"{p['precision']} | {row['runs']} | {row['median_seconds']:.1f} | {row['median_inference_seconds']:.1f} | "
-              f"{row['peak_rss_mb']} | {row.get('speedup', '')} | {diff} |")
+        body = (f"{row['body_p99_abs_diff_hu']:.1f} / {row['body_max_abs_diff_hu']:.0f}" if "p99_abs_diff_hu" in row
+                else "")
+        print(f"| {row['bundle']} | {row['input']} | {row['setting']} | {p['roi_size_vox']}, {p['overlap']}, "
+              f"{p['sw_batch_size']}, {skip} | {row['background_windows_skipped'] or ''} | {row['runs']} | "
+              f"{row['median_seconds']:.1f} | {row['median_inference_seconds']:.1f} | {row['peak_rss_mb']} | "
+              f"{row.get('speedup', '')} | {diff} | {body} |")
     if args.json is not None:
         args.json.write_text(json.dumps(results, indent=2))
     return 0

@@ -72,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="torch intra-op threads (default: torch's own choice); 1 shares a busy machine fairly")
     parser.add_argument("--bundle-dir", type=Path, default=None,
                         help="export the EMA generator into this bundle and measure it on the held-out slab")
+    parser.add_argument("--measure-only", action="store_true",
+                        help="no training: measure the bundle in --bundle-dir as it is (weights and inference.yaml)")
     args = parser.parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -82,6 +84,14 @@ def main(argv: list[str] | None = None) -> int:
     train, held, ranges = split_paired_volume(source, target, args.heldout_slices, args.gap_slices,
                                               value_scale=HU_SCALE)
     first_heldout, depth = ranges["heldout_z"]
+    if args.measure_only:
+        if args.bundle_dir is None:
+            parser.error("--measure-only needs --bundle-dir")
+        args.output_dir.mkdir(parents=True, exist_ok=True)
+        rows = measure_heldout(args.data_dir, args.bundle_dir, args.output_dir, first_heldout, ranges["train_z"],
+                               args.device)
+        logging.info("held-out slices %d-%d:\n%s", first_heldout, depth - 1, markdown_table(rows))
+        return 0
 
     start = time.time()
     result = train_paired(

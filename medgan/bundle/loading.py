@@ -212,6 +212,7 @@ def open_bundle(bundle: PathLike, device: str = "auto", allow_untrusted: bool = 
         "overlap": getattr(inferer, "overlap", None),
         "sw_batch_size": getattr(inferer, "sw_batch_size", None),
         "blend_mode": str(getattr(inferer, "mode", "")),
+        "skip_background_below": getattr(inferer, "background_below", None),
         "precision": str(parts["precision"]),
     }
     logger.info("bundle %s v%s from %s: device %s, precision %s", root.name, metadata["version"], root,

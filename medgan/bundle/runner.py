@@ -303,6 +303,9 @@ def run_case(bundle: OpenBundle, case: RunCase, output_dir: PathLike, write_dico
                                  "output_sha256": digests}
         if flags:
             extra["notes"] = [f"forced past the input contract: {flag}" for flag in flags]
+        if hasattr(bundle.inferer, "last_skipped"):
+            extra["sliding_window"] = {"windows": int(bundle.inferer.last_windows),
+                                       "background_windows_skipped": int(bundle.inferer.last_skipped)}
         if sd_hu is not None:
             body = body_mask_from_ct(hu) if bundle.accepts.get("target_modality") == "CT" else None
             extra["uncertainty"] = uncertainty_sidecar(sd_hu, body, 1, IN_PLANE_FLIPS)

@@ -1,6 +1,11 @@
 """Whole-volume sliding-window inference."""
 
-from medgan.inferers.sliding_window import make_sliding_window_inferer, predict_volume
+from medgan.inferers.sliding_window import (
+    BackgroundSkippingInferer,
+    SkipBackgroundWindows,
+    make_sliding_window_inferer,
+    predict_volume,
+)
 from medgan.inferers.uncertainty import (
     ALL_FLIPS,
     IN_PLANE_FLIPS,
@@ -11,5 +16,5 @@ from medgan.inferers.uncertainty import (
     uncertainty_sidecar,
 )
 
-__all__ = ["ALL_FLIPS", "IN_PLANE_FLIPS", "RunningMoments", "make_sliding_window_inferer", "predict_volume",
+__all__ = ["ALL_FLIPS", "BackgroundSkippingInferer", "SkipBackgroundWindows", "IN_PLANE_FLIPS", "RunningMoments", "make_sliding_window_inferer", "predict_volume",
            "predict_with_uncertainty", "propagate_sd", "uncertainty_score", "uncertainty_sidecar"]

@@ -117,7 +117,7 @@ def test_batch_writes_outputs_sidecars_and_summary(batch, inputs, test_bundle):
         np.testing.assert_allclose(pred.affine.numpy(), original.affine.numpy(), atol=1e-4)
         difference = np.abs(pred.numpy().astype(np.float32) - original.numpy().astype(np.float32))
         assert difference.max() > 1.0  # random weights change the image
-        assert pred.meta["medgan"]["nifti"]["descrip"] == "SYNTHETIC medgan ct_kernel_conversion v0.1.0"
+        assert pred.meta["medgan"]["nifti"]["descrip"] == "SYNTHETIC medgan ct_kernel_conversion v0.1.1"
         sidecar = json.loads((out / case_id / "pred.json").read_text())
         assert sidecar["synthetic"] is True and sidecar["case_id"] == case_id
         assert sidecar["bundle"] == {"name": BUNDLE_NAME, "version": metadata["version"],
@@ -126,7 +126,10 @@ def test_batch_writes_outputs_sidecars_and_summary(batch, inputs, test_bundle):
         assert sidecar["inputs"][0]["sha256"] == sha256_input(source)
         assert sidecar["output_sha256"]["pred.nii.gz"] == sha256_file(out / case_id / "pred.nii.gz")
         assert set(sidecar["timing_s"]) == {"load", "inference", "write"} and sidecar["device"] == "cpu"
-        assert sidecar["parameters"]["roi_size_vox"] == [64, 64, 16] and sidecar["parameters"]["overlap"] == 0.25
+        assert sidecar["parameters"]["roi_size_vox"] == [64, 64, 16] and sidecar["parameters"]["overlap"] == 0.5
+        assert sidecar["parameters"]["skip_background_below"] == -0.5  # -500 HU in the bundle's HU / 1000 units
+        windows = sidecar["sliding_window"]
+        assert 0 <= windows["background_windows_skipped"] < windows["windows"]
     # DICOM input -> a derived series in the input's study, holding the NIfTI's voxels
     assert not (out / "a" / "dicom").exists()
     derived = load_volume(out / "c" / "dicom")
