@@ -57,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--iterations", type=int, default=3)
     parser.add_argument("--csv", default=None, help="write the results to this CSV file")
+    parser.add_argument("--timeout", type=float, default=None,
+                        help="seconds per configuration; one that runs longer is reported as not finished")
     parser.add_argument("--one", nargs=3, metavar=("SIZE", "PATCH", "PRECISION"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one:
@@ -69,12 +71,17 @@ def main(argv: list[str] | None = None) -> int:
             for precision in args.precisions:
                 command = [sys.executable, __file__, "--one", size, str(patch), precision, "--batch-size",
                            str(args.batch_size), "--warmup", str(args.warmup), "--iterations", str(args.iterations)]
-                done = subprocess.run(command, check=True, capture_output=True, text=True)
+                try:
+                    done = subprocess.run(command, check=True, capture_output=True, text=True, timeout=args.timeout)
+                except subprocess.TimeoutExpired:
+                    print(f"| {size} | | {patch}^3 x{args.batch_size} | {precision} | did not finish "
+                          f"{args.warmup + args.iterations} iterations in {args.timeout:.0f} s | | |", flush=True)
+                    continue
                 results.append(json.loads(done.stdout.strip().splitlines()[-1]))
-                print(f"done {size} {patch} {precision}", file=sys.stderr)
+                print(json.dumps(results[-1]), file=sys.stderr, flush=True)
     print("| generator | params | patch | precision | s/iteration | iterations/s | peak RSS (MiB) |")
     print("|---|---|---|---|---|---|---|")
-    for r in results:
+    for r in results:  # (configurations that timed out were printed as they happened)
         print(f"| {r['size']} | {r['generator_params'] / 1e6:.2f}M | {r['patch']}^3 x{r['batch_size']} | {r['precision']} | "
               f"{r['seconds_per_iteration']:.2f} | {r['iterations_per_second']:.3f} | {r['peak_rss_mib']:.0f} |")
     if args.csv:
