@@ -154,8 +154,12 @@ def outline_agreement(sct_hu: Any, mr_body: Any, threshold_hu: float = -500.0) -
 
 def class_fractions(sct_hu: np.ndarray, body: np.ndarray) -> dict[str, float]:
     """Fraction of the body's voxels in each :data:`HU_CLASSES` range (the rest counts as ``other``)."""
-    inside = sct_hu[body > 0]
-    fractions = {name: float(((inside >= lo) & (inside < hi)).mean()) for name, (lo, hi) in HU_CLASSES.items()}
+    import torch
+
+    from medgan.handlers.validation import class_fractions as masked_fractions  # what training validation logs
+
+    found = masked_fractions(torch.as_tensor(np.asarray(sct_hu)), HU_CLASSES, torch.as_tensor(np.asarray(body) > 0))
+    fractions = {name[: -len("_fraction")]: value for name, value in found.items()}
     fractions["other"] = max(0.0, 1.0 - sum(fractions.values()))
     return fractions
 
