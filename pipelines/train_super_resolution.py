@@ -62,8 +62,9 @@ BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "ct_super_resolution"
 #: NormalizeHU's linear map (the bundle's): value = (HU - offset) / scale, window -> output range.
 HU_SCALE = (DEFAULT_WINDOW_HU[1] - DEFAULT_WINDOW_HU[0]) / (DEFAULT_OUTPUT_RANGE[1] - DEFAULT_OUTPUT_RANGE[0])
 HU_OFFSET = DEFAULT_WINDOW_HU[0] - DEFAULT_OUTPUT_RANGE[0] * HU_SCALE
-#: Cubic B-spline (scipy order 3) pre-upsampling, as in the bundle's inference.yaml.
+#: Cubic B-spline (scipy order 3) pre-upsampling in slabs of 64 x columns, as in the bundle's inference.yaml.
 SPLINE_ORDER = 3
+RESAMPLE_SLAB_VOXELS = 64
 
 logger = logging.getLogger("train_super_resolution")
 
@@ -75,7 +76,7 @@ def pre_upsample(thick, target_spacing_mm: float):
     slice centres kept, in-plane grid unchanged).
     """
     pre = preprocessing(["image"], pixdim_mm=(0.0, 0.0, target_spacing_mm), image_mode=SPLINE_ORDER,
-                        padding_mode="nearest")
+                        padding_mode="nearest", slab_voxels=RESAMPLE_SLAB_VOXELS)
     return pre({"image": thick})["image"][0]
 
 

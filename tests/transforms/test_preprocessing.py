@@ -12,10 +12,11 @@ from scipy import ndimage
 from medgan.transforms.intensity import (DenormalizeHU, DenormalizeHUd, NormalizeHU, NormalizeHUd,
                                          NormalizeMRPercentile, NormalizeMRPercentiled)
 from medgan.transforms.mask import CTBodyMask, CTBodyMaskd, MRBodyMask, MRBodyMaskd
-from medgan.transforms.spatial import preprocessing
+from medgan.transforms.spatial import SlabSpacing, preprocessing
 
 CT_SMALL = "ct/abdomen_totalsegmentator/example_ct_sm.nii.gz"
 MR_SMALL = "mr/abdomen_totalsegmentator/example_mr_sm.nii.gz"
+THICK_5MM = "ct/phantom_head_philips/thick5mm_kernelUB.nii.gz"
 F32_EPS = 2.0**-23
 
 
@@ -117,6 +118,48 @@ def test_preprocessing_then_invertd_restores_native_grid(relative, pixdim, real_
     # resampled down and back: a smoothed copy of the original
     diff = np.abs(inverted[0].numpy() - native.numpy())
     assert np.median(diff) < 0.1 * float(np.percentile(np.abs(native.numpy()), 90))
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("tilt_deg", [0.0, 18.5])
+def test_slab_spacing_equals_whole_volume_spacing_and_inverts(tilt_deg, real_file):
+    """Thick -> thin cubic B-spline in slabs: the same volume, affine and inverse as one piece."""
+    native = _load(real_file(THICK_5MM))[160:352, 150:310, :]  # the head, 192 x 160 x 20 at 5 mm
+    if tilt_deg:  # a gantry-tilt (sheared) grid: slices step along y as well as z
+        affine = native.affine.clone().to(torch.float64)
+        affine[1, 2] = affine[2, 2] * np.tan(np.radians(tilt_deg))
+        native.affine = affine
+    kwargs = dict(pixdim_mm=(0.0, 0.0, 1.0), image_mode=3, padding_mode="nearest")
+    whole = preprocessing(["image"], **kwargs)({"image": native.clone()})["image"]
+    pre = preprocessing(["image"], slab_voxels=24, **kwargs)  # 8 slabs along x, the last one shorter
+    slabs = pre({"image": native.clone()})["image"]
+    assert tuple(slabs.shape) == tuple(whole.shape) and tuple(whole.shape)[::3] == (1, 96)
+    assert torch.allclose(slabs.affine, whole.affine, atol=1e-9)
+    assert float((slabs.as_tensor() - whole.as_tensor()).abs().max()) < 1e-6  # HU; cubic: not a copy
+    if not tilt_deg:  # (a sheared grid is unsheared by Spacing: y is resampled too, and grows)
+        assert tuple(whole.shape) == (1, 192, 160, 96)
+        ras = preprocessing(["image"], pixdim_mm=None)({"image": native.clone()})["image"][0]
+        assert float((whole[0, :, :, ::5] - ras).abs().max()) < 1e-3  # thick slice centres are kept
+        assert float((whole[0, :, :, 2::5] - ras[:, :, :-1]).abs().max()) > 10  # in between: interpolated
+    record = slabs.applied_operations[-1]
+    assert tuple(record["orig_size"]) == (192, 160, 20)
+    backs = []
+    for transform in (preprocessing(["image"], **kwargs), pre):
+        data = transform({"image": native.clone()})
+        data["pred"] = data["image"].clone()
+        backs.append(Invertd(keys="pred", transform=transform, orig_keys="image", nearest_interp=False)(data)["pred"])
+    assert tuple(backs[1].shape) == (1, 192, 160, 20)
+    assert torch.allclose(backs[1].affine.to(torch.float64), native.affine.to(torch.float64), atol=1e-6)
+    assert float((backs[1].as_tensor() - backs[0].as_tensor()).abs().max()) < 1e-3  # inverted like Spacingd
+    if not tilt_deg:  # thin slices through the thick ones: back onto the thick grid exactly
+        assert float((backs[1][0].as_tensor() - native.as_tensor()).abs().max()) < 1e-3
+
+
+def test_slab_spacing_needs_a_kept_axis():
+    with pytest.raises(ValueError, match="kept"):
+        SlabSpacing(pixdim=(1.0, 1.0, 1.0))
+    with pytest.raises(TypeError, match="MetaTensor"):
+        SlabSpacing(pixdim=(0.0, 0.0, 1.0))(torch.zeros(1, 80, 8, 8))
 
 
 @pytest.mark.realdata

@@ -15,6 +15,7 @@ from monai.transforms import Compose, EnsureChannelFirstd, Orientationd, Spacing
 
 from medgan.transforms.intensity.array import DEFAULT_OUTPUT_RANGE
 from medgan.transforms.intensity.dictionary import NormalizeHUd
+from medgan.transforms.spatial.dictionary import SlabSpacingd
 
 #: Axis labels of medgan's RAS affines (explicit: MONAI's default follows the MetaTensor's space).
 _RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
@@ -25,7 +26,7 @@ DEFAULT_AXCODES = "RAS"
 def preprocessing(keys: Sequence[str], pixdim_mm: Optional[Sequence[float]], axcodes: str = DEFAULT_AXCODES,
                   mask_keys: Sequence[str] = (), window_hu: Optional[Sequence[float]] = None,
                   output_range: Sequence[float] = DEFAULT_OUTPUT_RANGE, image_mode: str = "bilinear",
-                  padding_mode: str = "border") -> Compose:
+                  padding_mode: str = "border", slab_voxels: Optional[int] = None) -> Compose:
     """Channel first -> orientation -> spacing (-> HU normalisation), every step invertible by ``Invertd``.
 
     Args:
@@ -40,6 +41,10 @@ def preprocessing(keys: Sequence[str], pixdim_mm: Optional[Sequence[float]], axc
         image_mode: interpolation of images (``"bilinear"``; ``"bicubic"`` is sharper but overshoots).
         padding_mode: how resampling fills outside the field of view (``"border"`` repeats the edge,
             so CT air stays air).
+        slab_voxels: resample ``keys`` with :class:`medgan.transforms.spatial.SlabSpacingd` in slabs of this
+            many voxels along the first axis whose spacing is kept (same output, bounded memory: a
+            spline-order resampling of a whole CT otherwise holds a float64 grid of every output voxel).
+            None resamples in one piece with MONAI ``Spacingd``.
 
     Returns:
         A MONAI ``Compose`` taking a dict of ``(X, Y, Z)`` ``MetaTensor``s and returning ``(1, X', Y', Z')``
@@ -51,7 +56,11 @@ def preprocessing(keys: Sequence[str], pixdim_mm: Optional[Sequence[float]], axc
         Orientationd(keys=all_keys, axcodes=axcodes, labels=_RAS_LABELS),
     ]
     if pixdim_mm is not None:
-        steps.append(Spacingd(keys=list(keys), pixdim=pixdim_mm, mode=image_mode, padding_mode=padding_mode))
+        if slab_voxels is None:
+            steps.append(Spacingd(keys=list(keys), pixdim=pixdim_mm, mode=image_mode, padding_mode=padding_mode))
+        else:
+            steps.append(SlabSpacingd(keys=list(keys), pixdim=pixdim_mm, mode=image_mode, padding_mode=padding_mode,
+                                      slab_voxels=slab_voxels))
         if mask_keys:
             steps.append(Spacingd(keys=list(mask_keys), pixdim=pixdim_mm, mode="nearest", padding_mode="zeros"))
     if window_hu is not None:
