@@ -52,6 +52,10 @@ VALUE_OFFSET = (WINDOW_HU[1] + WINDOW_HU[0]) / 2.0
 EVAL_DOSE = 0.25
 EVAL_SEED = 250_007
 TRAIN_SEED_BASE = 1_000
+#: Lesions inserted into training volumes (``--train-lesion-copies`` of each diameter x contrast):
+#: other sizes and contrasts than the evaluation's, so the evaluation does not test memorised spheres.
+TRAIN_LESION_DIAMETERS_MM = (4.0, 6.0, 8.0)
+TRAIN_LESION_CONTRASTS_HU = (-60.0, -30.0, -15.0, 15.0, 30.0, 60.0)
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,27 @@ def clip_hu(volume_hu: np.ndarray) -> np.ndarray:
     return np.clip(volume_hu, *WINDOW_HU).astype(np.float32)
 
 
+def with_training_lesions(image, source: Source, copies: int, seed: int):
+    """``image`` with random spherical lesions in the soft tissue of its training slices only.
+
+    Returns the lesioned ``MetaTensor`` (HU), its array and the lesions. Lesions are placed at least one
+    largest diameter below the first excluded slice, so no lesion reaches the gap or the held-out slab.
+    """
+    from monai.data import MetaTensor
+
+    from medgan.metrics.lesions import insert_lesions, place_lesions
+
+    spacing = [float(v) for v in np.linalg.norm(image.affine[:3, :3].numpy(), axis=0)]
+    depth = image.shape[2]
+    margin = int(np.ceil(max(TRAIN_LESION_DIAMETERS_MM) / spacing[2]))
+    allowed = np.zeros(image.shape, dtype=bool)
+    allowed[:, :, :max(0, depth - source.heldout_slices - source.gap_slices - margin)] = True
+    lesions = place_lesions(image.numpy(), spacing, TRAIN_LESION_DIAMETERS_MM, TRAIN_LESION_CONTRASTS_HU,
+                            mask=allowed, copies=copies, seed=seed)
+    lesioned = insert_lesions(image.numpy(), spacing, lesions)
+    return MetaTensor(torch.from_numpy(lesioned), affine=image.affine, meta=dict(image.meta)), lesioned, lesions
+
+
 def training_cases(args: argparse.Namespace) -> Tuple[List[dict], List[dict], Dict[str, object]]:
     """Training cases (one per source and dose) and the held-out abdomen slab at dose 0.25 for validation."""
     from medgan.engines.volumes import split_paired_volume
@@ -110,15 +135,21 @@ def training_cases(args: argparse.Namespace) -> Tuple[List[dict], List[dict], Di
         for index, dose in enumerate(args.dose_fractions):
             seed = TRAIN_SEED_BASE + 100 * list(SOURCES).index(name) + index
             start = time.time()
-            low = simulate(image, dose, seed, fast, args.threads)
+            case_image, case_normal, lesions = image, normal, []
+            if args.train_lesion_copies:  # into the normal dose (the target), then the low dose made from it
+                case_image, case_normal, lesions = with_training_lesions(image, source, args.train_lesion_copies, seed)
+            low = simulate(case_image, dose, seed, fast, args.threads)
             logger.info("%s: dose %.3g (seed %d, %s path) in %.1f s", name, dose, seed,
                         "fast" if fast else "projection", time.time() - start)
-            cases, _, ranges = split_paired_volume(clip_hu(low), clip_hu(normal), source.heldout_slices,
+            cases, _, ranges = split_paired_volume(clip_hu(low), clip_hu(case_normal), source.heldout_slices,
                                                    source.gap_slices, value_scale=VALUE_SCALE,
                                                    value_offset=VALUE_OFFSET)
             train += cases
             record[f"{name}_dose{dose:g}"] = {"seed": seed, "fast": fast, "train_z": list(ranges["train_z"]),
-                                              "heldout_z": list(ranges["heldout_z"])}
+                                              "heldout_z": list(ranges["heldout_z"]),
+                                              "lesions": [lesion.as_dict() for lesion in lesions]}
+            if any(lesion.centre_vox[2] >= ranges["train_z"][1] for lesion in lesions):
+                raise MedganError(f"a training lesion of {name} lies outside its training slices {ranges['train_z']}")
         if name == "abdomen":
             low = simulate(image, EVAL_DOSE, EVAL_SEED, False, args.threads)
             _, held, _ = split_paired_volume(clip_hu(low), clip_hu(normal), source.heldout_slices,
@@ -394,6 +425,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--sources", nargs="+", default=["abdomen", "head"], choices=[s for s in SOURCES if SOURCES[s].trains])
     tr.add_argument("--fast-sources", nargs="*", default=["head"], help="sources whose pairs use the fast path")
     tr.add_argument("--dose-fractions", type=float, nargs="+", default=[0.15, 0.2, 0.25, 0.35])
+    tr.add_argument("--train-lesion-copies", type=int, default=0,
+                    help="insert this many lesions of each training diameter x contrast into every training volume "
+                         "(before the low dose is simulated; training slices only)")
     tr.add_argument("--iterations", type=int, default=900)
     tr.add_argument("--patch", type=int, nargs=3, default=(48, 48, 16))
     tr.add_argument("--batch-size", type=int, default=4)
