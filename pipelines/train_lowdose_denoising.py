@@ -339,8 +339,10 @@ def evaluate_source(args: argparse.Namespace, bundle, name: str) -> Dict[str, ob
                                  "spacing_mm": spacing, "dose_fraction": EVAL_DOSE, "seed": EVAL_SEED,
                                  "nps_roi_vox": roi_vox, "nps_rois": len(rois), "methods": rows}
     if name in args.lesion_sources:
+        # a thin slab (the head's 20 slices of 1 mm) cannot keep a whole diameter from its faces: a radius
+        border = None if spacing[2] * normal.shape[2] > 4 * max(LESION_DIAMETERS_MM) else 0.5 * max(LESION_DIAMETERS_MM)
         lesions = lesion_harness.place_lesions(normal, spacing, LESION_DIAMETERS_MM, LESION_CONTRASTS_HU, mask=mask,
-                                               copies=args.lesion_copies, seed=args.seed)
+                                               copies=args.lesion_copies, seed=args.seed, border_mm=border)
         normal_with = lesion_harness.insert_lesions(normal, spacing, lesions)
         low_with = np.rint(normal_with + (low - normal))  # the same noise realisation (the lesions' effect on counts < 0.1 %)
         pred_with = predict(bundle, as_meta(low_with))

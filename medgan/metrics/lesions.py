@@ -140,7 +140,8 @@ def _local_stats(image: np.ndarray, size_vox: Sequence[int]) -> Tuple[np.ndarray
 
 def place_lesions(volume, spacing_mm: Sequence[float], diameters_mm: Sequence[float], contrasts_hu: Sequence[float],
                   mask=None, copies: int = 1, seed: int = 0, tissue_hu: Tuple[float, float] = SOFT_TISSUE_HU,
-                  max_sd_factor: float = 1.5, separation_factor: float = 2.0) -> List[Lesion]:
+                  max_sd_factor: float = 1.5, separation_factor: float = 2.0,
+                  border_mm: Optional[float] = None) -> List[Lesion]:
     """``copies`` lesions per (diameter, contrast) combination, centred in homogeneous soft tissue.
 
     A candidate centre has its local mean (a cube of twice the largest diameter) in ``tissue_hu``,
@@ -159,6 +160,8 @@ def place_lesions(volume, spacing_mm: Sequence[float], diameters_mm: Sequence[fl
         tissue_hu: local-mean range of acceptable tissue.
         max_sd_factor: homogeneity limit.
         separation_factor: spacing between lesions, in units of the sum of their radii.
+        border_mm: least distance of a centre from the volume's faces (plus one voxel); None: the
+            largest diameter. A thin slab (20 slices of 1 mm) needs less, e.g. the largest radius.
 
     Returns:
         the lesions, ``copies * len(diameters_mm) * len(contrasts_hu)`` of them.
@@ -174,7 +177,8 @@ def place_lesions(volume, spacing_mm: Sequence[float], diameters_mm: Sequence[fl
     tissue = (mean >= tissue_hu[0]) & (mean < tissue_hu[1])
     if mask is not None:
         tissue &= as_numpy(mask) > 0
-    margin = [int(np.ceil(largest / s)) + 1 for s in spacing]
+    border_distance = largest if border_mm is None else float(border_mm)
+    margin = [int(np.ceil(border_distance / s)) + 1 for s in spacing]
     border = np.zeros_like(tissue)
     border[margin[0]:-margin[0] or None, margin[1]:-margin[1] or None, margin[2]:-margin[2] or None] = True
     tissue &= border

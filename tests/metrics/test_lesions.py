@@ -82,6 +82,17 @@ def test_placement_stays_in_homogeneous_tissue_apart_and_refuses_overfilling():
         place_lesions(np.full((32, 32, 8), -1000.0, np.float32), spacing, [5.0], [20.0])
 
 
+def test_thin_slab_takes_lesions_with_a_radius_border():
+    spacing = (0.5, 0.5, 1.0)
+    slab = _soft_tissue_block(shape=(128, 128, 20))  # 20 slices of 1 mm: a 10 mm lesion cannot keep 10 mm from both faces
+    with pytest.raises(ValueError, match="no voxel"):
+        place_lesions(slab, spacing, [10.0], [20.0])
+    lesions = place_lesions(slab, spacing, [10.0, 5.0], [20.0], border_mm=5.0, seed=1)
+    assert len(lesions) == 2
+    for lesion in lesions:  # centres at least radius + 1 voxel from every face
+        assert 6 <= lesion.centre_vox[2] < 14 and 11 <= lesion.centre_vox[0] < 117
+
+
 def test_spurious_structure_finds_a_planted_blob():
     spacing = (1.0, 1.0, 1.0)
     reference = _soft_tissue_block(noise_hu=0.0)
