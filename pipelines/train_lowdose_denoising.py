@@ -340,8 +340,9 @@ def evaluate_source(args: argparse.Namespace, bundle, name: str) -> Dict[str, ob
                                  "nps_roi_vox": roi_vox, "nps_rois": len(rois), "methods": rows}
     if name in args.lesion_sources:
         # a thin slab (the head's 20 slices of 1 mm) cannot keep a whole diameter from its faces: a radius
-        border = None if spacing[2] * normal.shape[2] > 4 * max(LESION_DIAMETERS_MM) else 0.5 * max(LESION_DIAMETERS_MM)
-        lesions = lesion_harness.place_lesions(normal, spacing, LESION_DIAMETERS_MM, LESION_CONTRASTS_HU, mask=mask,
+        diameters = tuple(args.lesion_diameters)
+        border = None if spacing[2] * normal.shape[2] > 4 * max(diameters) else 0.5 * max(diameters)
+        lesions = lesion_harness.place_lesions(normal, spacing, diameters, LESION_CONTRASTS_HU, mask=mask,
                                                copies=args.lesion_copies, seed=args.seed, border_mm=border)
         normal_with = lesion_harness.insert_lesions(normal, spacing, lesions)
         low_with = np.rint(normal_with + (low - normal))  # the same noise realisation (the lesions' effect on counts < 0.1 %)
@@ -453,6 +454,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--sources", nargs="+", default=["abdomen", "head", "j2k"], choices=list(SOURCES))
     ev.add_argument("--lesion-sources", nargs="*", default=["abdomen", "head"], choices=list(SOURCES))
     ev.add_argument("--lesion-copies", type=int, default=2)
+    ev.add_argument("--lesion-diameters", type=float, nargs="+", default=list(LESION_DIAMETERS_MM),
+                    help="lesion diameters (mm); a thin slab with little uniform tissue takes only small ones")
     ev.add_argument("--bisection-steps", type=int, default=6)
     ev.add_argument("--nps-roi-vox", type=int, default=16, help="NPS ROI side (pixels)")
     ev.add_argument("--device", default="auto")

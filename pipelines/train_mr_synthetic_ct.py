@@ -78,7 +78,10 @@ def _parser(config_files: Sequence[Path], overrides: dict[str, Any]):
 
 
 def train(args: argparse.Namespace) -> int:
-    targets = [str(HEAD_CT)] + ([str(template_in_hu(args.output_dir))] if args.with_template else [])
+    targets = (([str(HEAD_CT)] if args.with_phantom else [])
+               + ([str(template_in_hu(args.output_dir))] if args.with_template else []))
+    if not targets:
+        raise SystemExit("error: the CT domain is empty: drop --no-with-phantom or --no-with-template")
     overrides = {"source_files": [str(HEAD_MR)], "target_files": targets, "output_dir": str(args.output_dir),
                  "iterations": args.iterations, "threads": args.threads, "seed": args.seed,
                  "device_name": args.device}
@@ -221,6 +224,9 @@ def main(argv: list[str] | None = None) -> int:
     train_parser.add_argument("--seed", type=int, default=0)
     train_parser.add_argument("--with-template", action=argparse.BooleanOptionalAction, default=True,
                               help="add the CT template (converted to HU) to the CT domain")
+    train_parser.add_argument("--with-phantom", action=argparse.BooleanOptionalAction, default=True,
+                              help="add the Philips head phantom CT to the CT domain (its skull holds an air gap "
+                                   "around the brain insert: 64 %% of its body mask is air)")
     train_parser.add_argument("--install", action="store_true", help="copy the generator into the bundle")
     sub.choices["measure"].add_argument("--weights", type=Path, default=None,
                                         help="generator to measure (default: the bundle's models/model.pt)")
