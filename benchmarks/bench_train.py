@@ -84,7 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     for r in results:  # (configurations that timed out were printed as they happened)
         print(f"| {r['size']} | {r['generator_params'] / 1e6:.2f}M | {r['patch']}^3 x{r['batch_size']} | {r['precision']} | "
               f"{r['seconds_per_iteration']:.2f} | {r['iterations_per_second']:.3f} | {r['peak_rss_mib']:.0f} |")
-    if args.csv:
+    if args.csv and not results:
+        print(f"no configuration finished: {args.csv} not written", file=sys.stderr)
+    elif args.csv:
         import csv
 
         from medgan.utils.atomic import atomic_path
