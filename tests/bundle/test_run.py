@@ -117,7 +117,7 @@ def test_batch_writes_outputs_sidecars_and_summary(batch, inputs, test_bundle):
         np.testing.assert_allclose(pred.affine.numpy(), original.affine.numpy(), atol=1e-4)
         difference = np.abs(pred.numpy().astype(np.float32) - original.numpy().astype(np.float32))
         assert difference.max() > 1.0  # random weights change the image
-        assert pred.meta["medgan"]["nifti"]["descrip"] == "SYNTHETIC medgan ct_kernel_conversion v0.1.1"
+        assert pred.meta["medgan"]["nifti"]["descrip"] == f"SYNTHETIC medgan ct_kernel_conversion v{metadata['version']}"
         sidecar = json.loads((out / case_id / "pred.json").read_text())
         assert sidecar["synthetic"] is True and sidecar["case_id"] == case_id
         assert sidecar["bundle"] == {"name": BUNDLE_NAME, "version": metadata["version"],
