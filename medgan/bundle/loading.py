@@ -200,7 +200,20 @@ def open_bundle(bundle: PathLike, device: str = "auto", allow_untrusted: bool = 
                           "run medgan.bundle.verify_bundle_metadata on the bundle and fix what it lists")
     parser = ConfigParser()
     parser.read_config(str(config_file))
-    parser.update({"bundle_root": str(root), "device_name": device, **dict(overrides or {})})
+    overrides = dict(overrides or {})
+    unknown = sorted(key for key in overrides if key not in parser or key in CONFIG_IDS)
+    if unknown:
+        def plain(value: Any) -> bool:  # a literal setting, not an expression, a reference or a component
+            if isinstance(value, list):
+                return all(isinstance(v, (int, float)) for v in value)
+            return value is None or (isinstance(value, (int, float, str))
+                                     and not (isinstance(value, str) and value.startswith(("$", "@", "%"))))
+
+        tunable = sorted(key for key, value in parser.get().items() if plain(value) and key not in CONFIG_IDS
+                         and key not in ("bundle_root", "device_name", "input_files", "output_dir"))
+        raise BundleError(f"inference.yaml has no setting {', '.join(unknown)} to override", config_file,
+                          f"override one of: {', '.join(tunable)}")
+    parser.update({"bundle_root": str(root), "device_name": device, **overrides})
     missing = [key for key in CONFIG_IDS if key not in parser]
     if missing:
         raise BundleError(f"inference.yaml does not define {', '.join(missing)}", config_file,
@@ -214,6 +227,7 @@ def open_bundle(bundle: PathLike, device: str = "auto", allow_untrusted: bool = 
         "blend_mode": str(getattr(inferer, "mode", "")),
         "skip_background_below": getattr(inferer, "background_below", None),
         "precision": str(parts["precision"]),
+        "overrides": overrides,
     }
     logger.info("bundle %s v%s from %s: device %s, precision %s", root.name, metadata["version"], root,
                 parts["device"], parts["precision"])

@@ -152,8 +152,9 @@ def _output_digest(path: Path) -> str:
 def check_case_outputs(case_dir: PathLike, bundle: OpenBundle, case: RunCase) -> Optional[str]:
     """Why a case folder does not hold a finished result of this bundle for this input (None: it does).
 
-    Finished means: the sidecar exists and parses, names this bundle's name, version and weights,
-    hashes the same input, and every output it lists exists with the sha256 it records.
+    Finished means: the sidecar exists and parses, names this bundle's name, version and weights and
+    the same config overrides, hashes the same input, and every output it lists exists with the
+    sha256 it records.
     """
     from medgan.report.provenance import sha256_input
 
@@ -168,6 +169,8 @@ def check_case_outputs(case_dir: PathLike, bundle: OpenBundle, case: RunCase) ->
     expected = {"name": bundle.name, "version": bundle.version, "weights_sha256": bundle.weights_sha256}
     if any(made_by.get(key) != value for key, value in expected.items()):
         return "made by another bundle, version or weights"
+    if (record.get("parameters") or {}).get("overrides", {}) != bundle.parameters.get("overrides", {}):
+        return "made with other --override settings"
     digests = record.get("output_sha256") or {}
     if PRED_NAME not in digests:
         return "the sidecar lists no prediction"

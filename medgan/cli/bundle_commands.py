@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+from typing import Any, Dict, Sequence
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +39,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--trust-bundle", action="store_true",
                      help="run a bundle from outside the trusted folders (its configs run Python code: review them)")
     run.add_argument("--overwrite", action="store_true", help="redo cases that are already finished")
+    run.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                     help="set a setting of the bundle's inference.yaml (repeatable; VALUE is JSON, else a string), "
+                          "e.g. --override sw_overlap=0.5; recorded in each sidecar, and cases made with other "
+                          "overrides are redone")
     run.add_argument("--uncertainty", action="store_true",
                      help="average 4 in-plane test-time flips and write their per-voxel SD (HU) as "
                           "uncertainty.nii.gz, with a score in the sidecar (4x the inference time)")
@@ -56,6 +62,26 @@ def _write_dicom(text: str | None) -> bool | None:
     return "dicom" in asked
 
 
+def parse_overrides(items: Sequence[str]) -> Dict[str, Any]:
+    """``["sw_overlap=0.5", "cpu_precision=bf16"]`` -> ``{"sw_overlap": 0.5, "cpu_precision": "bf16"}``.
+
+    Raises:
+        MedganError: an item without ``=`` or with an empty key.
+    """
+    from medgan.errors import MedganError
+
+    overrides: Dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise MedganError(f"--override {item!r} is not KEY=VALUE", fix="write it as e.g. --override sw_overlap=0.5")
+        try:
+            overrides[key.strip()] = json.loads(text)
+        except ValueError:
+            overrides[key.strip()] = text
+    return overrides
+
+
 def _run(args: argparse.Namespace) -> int:
     from medgan.bundle.loading import open_bundle
     from medgan.bundle.runner import (STATUS_FAILED, cases_from_input, cases_from_manifest, distributed_context,
@@ -72,7 +98,8 @@ def _run(args: argparse.Namespace) -> int:
     else:
         cases = cases_from_manifest(args.manifest, args.data_root)
     context = distributed_context()
-    bundle = open_bundle(args.bundle, device=rank_device(args.device, context), allow_untrusted=args.trust_bundle)
+    bundle = open_bundle(args.bundle, device=rank_device(args.device, context), allow_untrusted=args.trust_bundle,
+                         overrides=parse_overrides(args.override))
     results = run_bundle(bundle, cases, args.output_dir, write_dicom=write_dicom, reference=args.reference,
                          force=args.force, overwrite=args.overwrite, context=context, debug=args.debug,
                          uncertainty=args.uncertainty)

@@ -237,3 +237,24 @@ def test_uncertainty_writes_sd_volume_and_sidecar_score(test_bundle, inputs, tmp
     # the flip average is a different (not identical) prediction from the single pass
     single = read_nifti(plain / "a" / "pred.nii.gz").numpy()
     assert not np.array_equal(single, pred.numpy())
+
+
+def test_override_changes_settings_is_recorded_and_redoes_cases(test_bundle, inputs, tmp_path, capsys):
+    out = tmp_path / "override"
+    assert _run(test_bundle, "--input", str(inputs / "b.nii.gz"), "-o", str(out), "--override", "sw_overlap=0.25") == 0
+    sidecar = json.loads((out / "b" / "pred.json").read_text())
+    assert sidecar["parameters"]["overlap"] == 0.25 and sidecar["parameters"]["overrides"] == {"sw_overlap": 0.25}
+    assert _run(test_bundle, "--input", str(inputs / "b.nii.gz"), "-o", str(out), "--override", "sw_overlap=0.25") == 0
+    assert read_summary(out / "summary.csv")["b"]["status"] == "skipped"  # same overrides: finished
+    assert _run(test_bundle, "--input", str(inputs / "b.nii.gz"), "-o", str(out)) == 0  # the shipped settings
+    assert read_summary(out / "summary.csv")["b"]["status"] == "ok"
+    sidecar = json.loads((out / "b" / "pred.json").read_text())
+    assert sidecar["parameters"]["overlap"] == 0.5 and sidecar["parameters"]["overrides"] == {}
+    capsys.readouterr()
+    assert _run(test_bundle, "--input", str(inputs / "b.nii.gz"), "-o", str(out), "--override", "overlap=0.1") == 2
+    err = capsys.readouterr().err
+    tunable = err.split("override one of:")[1].strip().split(", ")
+    assert "no setting overlap" in err and "sw_overlap" in tunable and "roi_size_vox" in tunable
+    assert not {"network", "inferer", "imports", "run", "bundle_root"} & set(tunable)
+    assert _run(test_bundle, "--input", str(inputs / "b.nii.gz"), "-o", str(out), "--override", "sw_overlap") == 2
+    assert "KEY=VALUE" in capsys.readouterr().err
