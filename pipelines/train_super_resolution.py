@@ -55,6 +55,7 @@ from medgan.networks import ResidualUNet
 from medgan.transforms.degradation.thick_slice import ThickSliceParameters, simulate_thick_slices
 from medgan.transforms.intensity.array import DEFAULT_OUTPUT_RANGE, DEFAULT_WINDOW_HU
 from medgan.transforms.spatial import preprocessing
+from medgan.transforms.spatial.array import DEFAULT_SLAB_VOXELS
 from medgan.utils.atomic import atomic_path
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ct" / "phantom_head_philips"
@@ -62,9 +63,9 @@ BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "ct_super_resolution"
 #: NormalizeHU's linear map (the bundle's): value = (HU - offset) / scale, window -> output range.
 HU_SCALE = (DEFAULT_WINDOW_HU[1] - DEFAULT_WINDOW_HU[0]) / (DEFAULT_OUTPUT_RANGE[1] - DEFAULT_OUTPUT_RANGE[0])
 HU_OFFSET = DEFAULT_WINDOW_HU[0] - DEFAULT_OUTPUT_RANGE[0] * HU_SCALE
-#: Cubic B-spline (scipy order 3) pre-upsampling in slabs of 64 x columns, as in the bundle's inference.yaml.
+#: Cubic B-spline (scipy order 3) pre-upsampling in slabs (DEFAULT_SLAB_VOXELS x columns), as in the bundle's
+#: inference.yaml (its resample_slab_vox); the slab size does not change the output.
 SPLINE_ORDER = 3
-RESAMPLE_SLAB_VOXELS = 64
 
 logger = logging.getLogger("train_super_resolution")
 
@@ -76,7 +77,7 @@ def pre_upsample(thick, target_spacing_mm: float):
     slice centres kept, in-plane grid unchanged).
     """
     pre = preprocessing(["image"], pixdim_mm=(0.0, 0.0, target_spacing_mm), image_mode=SPLINE_ORDER,
-                        padding_mode="nearest", slab_voxels=RESAMPLE_SLAB_VOXELS)
+                        padding_mode="nearest", slab_voxels=DEFAULT_SLAB_VOXELS)
     return pre({"image": thick})["image"][0]
 
 
