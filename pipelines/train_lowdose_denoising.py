@@ -180,7 +180,8 @@ def train(args: argparse.Namespace) -> int:
     start = time.time()
     result = train_paired(
         train_cases, held, args.output_dir, iterations=args.iterations, patch_size_vox=args.patch,
-        batch_size=args.batch_size, generator_filters=args.filters, discriminator_channels=args.discriminator_channels,
+        batch_size=args.batch_size, generator_filters=args.filters, generator_norm=args.norm,
+        discriminator_channels=args.discriminator_channels,
         adversarial_weight=args.adversarial_weight, l1_weight=args.l1_weight, learning_rate=args.learning_rate,
         ema_decay=args.ema_decay, weight_key="body_mask", value_scale=VALUE_SCALE, value_offset=VALUE_OFFSET,
         data_range=WINDOW_HU[1] - WINDOW_HU[0], window=(-160.0, 240.0), diff_range=100.0,
@@ -225,8 +226,14 @@ def predict(bundle, volume) -> np.ndarray:
 
 
 def quality(image: np.ndarray, normal: np.ndarray, spacing: Sequence[float], mask: np.ndarray,
-            rois: list, roi_vox: int) -> Dict[str, float]:
-    """Reference metrics (ldct-abdomen, raw in the body) and physics quality (noise SD, NPS) of one image."""
+            rois: list, roi_vox: int, repeat: Optional[np.ndarray] = None, repeat_roi_vox: int = 32
+            ) -> Dict[str, float]:
+    """Reference metrics (ldct-abdomen, raw in the body) and physics quality (noise SD, NPS) of one image.
+
+    ``repeat``: the same method's output for a second low-dose realisation (another noise seed); the NPS
+    of ``(image - repeat) / sqrt(2)`` over ``repeat_roi_vox`` ROIs tiling the eroded body is then the
+    method's noise alone, free of anatomy and of its bias (the repeated-scan NPS of CT physics).
+    """
     from medgan.metrics import evaluate_pair
     from medgan.metrics.image_quality import noise_power_spectrum, noise_sd
 
@@ -235,7 +242,16 @@ def quality(image: np.ndarray, normal: np.ndarray, spacing: Sequence[float], mas
     nps = noise_power_spectrum(image, spacing, rois=rois, roi_size_vox=roi_vox)
     error_nps = None if image is normal else noise_power_spectrum(image, spacing, roi_size_vox=roi_vox, second=normal,
                                                                   mask=mask)
+    noise_nps = None
+    if repeat is not None:
+        from scipy import ndimage
+
+        inner = ndimage.binary_erosion(mask, iterations=3)  # no ROI touching the body outline
+        noise_nps = noise_power_spectrum(image, spacing, roi_size_vox=repeat_roi_vox, second=repeat, mask=inner)
     return {"ldct_psnr_db": ldct["psnr_db"], "ldct_ssim": ldct["ssim"], "ldct_rmse_hu": ldct["rmse_hu"],
+            "repeat_nps_peak_per_mm": float("nan") if noise_nps is None else noise_nps["peak_frequency_per_mm"],
+            "repeat_nps_mean_per_mm": float("nan") if noise_nps is None else noise_nps["mean_frequency_per_mm"],
+            "repeat_noise_sd_hu": float("nan") if noise_nps is None else float(np.sqrt(noise_nps["variance_hu2"])),
             "raw_psnr_db": raw["psnr_db"], "raw_rmse_hu": raw["rmse_hu"], "raw_mae_hu": raw["mae_hu"],
             "raw_ssim": raw["ssim"],
             "noise_sd_hu": noise_sd(image, spacing, mask=mask)["noise_sd_hu"],
@@ -309,6 +325,10 @@ def evaluate_source(args: argparse.Namespace, bundle, name: str) -> Dict[str, ob
     pred = predict(bundle, as_meta(low))
     seconds = time.time() - start
     write_nifti(as_meta(pred), out / "pred.nii.gz", dtype=np.int16)
+    # a second noise realisation of the same dose: every method's noise NPS from the pair of its outputs
+    low_repeat = np.rint(simulate(normal_meta, EVAL_DOSE, EVAL_SEED + 1, False, args.threads)).astype(np.float32)
+    pred_repeat = predict(bundle, as_meta(low_repeat))
+    nps_vox = args.repeat_nps_roi_vox
 
     mask = body_mask_from_ct(normal)
     roi_vox = args.nps_roi_vox
@@ -318,26 +338,30 @@ def evaluate_source(args: argparse.Namespace, bundle, name: str) -> Dict[str, ob
                           fix="use --nps-roi-vox with a smaller ROI")
     rows: Dict[str, Dict[str, object]] = {
         "normal dose (reference)": quality(normal, normal, spacing, mask, rois, roi_vox),
-        f"low dose {EVAL_DOSE:g} (input)": quality(low, normal, spacing, mask, rois, roi_vox),
-        "model": {**quality(pred, normal, spacing, mask, rois, roi_vox), "seconds": round(seconds, 1)},
+        f"low dose {EVAL_DOSE:g} (input)": quality(low, normal, spacing, mask, rois, roi_vox, low_repeat, nps_vox),
+        "model": {**quality(pred, normal, spacing, mask, rois, roi_vox, pred_repeat, nps_vox),
+                  "seconds": round(seconds, 1)},
     }
     target_sd = float(rows["model"]["noise_sd_hu"])
     noise_hu = estimate_noise_sd(low)
     images = {"model": pred, "input": low}
     for filter_name, (apply, bounds, parameter) in baseline_filters(spacing, noise_hu).items():
         strength, image, tried = matched_baseline(apply, low, bounds, target_sd, spacing, mask, args.bisection_steps)
-        rows[f"{filter_name} (matched noise)"] = {**quality(image, normal, spacing, mask, rois, roi_vox),
+        rows[f"{filter_name} (matched noise)"] = {**quality(image, normal, spacing, mask, rois, roi_vox,
+                                                            apply(low_repeat, strength), nps_vox),
                                                   "parameter": parameter, "strength": round(strength, 3)}
         images[f"{filter_name} (matched noise)"] = image
         from medgan.metrics import evaluate_pair
 
         best = max(tried, key=lambda t: evaluate_pair(t[1], normal, "ldct-abdomen")["psnr_db"])
-        rows[f"{filter_name} (best PSNR of those tried)"] = {**quality(best[1], normal, spacing, mask, rois, roi_vox),
+        rows[f"{filter_name} (best PSNR of those tried)"] = {**quality(best[1], normal, spacing, mask, rois, roi_vox,
+                                                                       apply(low_repeat, best[0]), nps_vox),
                                                              "parameter": parameter, "strength": round(best[0], 3)}
         logger.info("%s: %s matched at %.3g, best PSNR at %.3g", name, filter_name, strength, best[0])
     result: Dict[str, object] = {"source": source.path, "heldout_slices": [first, first + source.heldout_slices - 1],
                                  "spacing_mm": spacing, "dose_fraction": EVAL_DOSE, "seed": EVAL_SEED,
-                                 "nps_roi_vox": roi_vox, "nps_rois": len(rois), "methods": rows}
+                                 "nps_roi_vox": roi_vox, "nps_rois": len(rois), "repeat_nps_roi_vox": nps_vox,
+                                 "repeat_seed": EVAL_SEED + 1, "overrides": bundle.parameters["overrides"], "methods": rows}
     if name in args.lesion_sources:
         # a thin slab (the head's 20 slices of 1 mm) cannot keep a whole diameter from its faces: a radius
         diameters = tuple(args.lesion_diameters)
@@ -368,7 +392,9 @@ def evaluate(args: argparse.Namespace) -> int:
     from medgan.bundle.loading import open_bundle
 
     torch.set_num_threads(args.threads)
-    bundle = open_bundle(args.bundle, device=args.device)
+    from medgan.cli.bundle_commands import parse_overrides
+
+    bundle = open_bundle(args.bundle, device=args.device, overrides=parse_overrides(args.override))
     results: Dict[str, Dict[str, object]] = {}
     for name in args.sources:  # the files are rewritten after each source, so partial results are kept
         results[name] = evaluate_source(args, bundle, name)
@@ -388,14 +414,18 @@ def markdown_tables(results: Dict[str, Dict[str, object]]) -> str:
         lines += [f"### {name}: {result['source']}, held-out slices {z0}-{z1}, dose {result['dose_fraction']}",
                   "", "| method | PSNR ldct-abdomen (dB) | SSIM ldct-abdomen | RMSE (HU) | PSNR raw body (dB) | "
                   "SSIM raw | noise SD (HU) | NPS peak (1/mm) | NPS mean f (1/mm) | NPS peak value (HU²mm²) | "
-                  "error NPS peak / mean f (1/mm) | setting |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "error NPS peak / mean f (1/mm) | noise NPS peak / mean f (1/mm), two realisations | "
+                  "noise SD (HU), two realisations | setting |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for method, m in result["methods"].items():
             setting = f"{m['parameter']} = {m['strength']}" if "strength" in m else ""
             lines.append(f"| {method} | {m['ldct_psnr_db']:.2f} | {m['ldct_ssim']:.4f} | {m['ldct_rmse_hu']:.1f} | "
                          f"{m['raw_psnr_db']:.2f} | {m['raw_ssim']:.4f} | {m['noise_sd_hu']:.1f} | "
                          f"{m['nps_peak_per_mm']:.3f} | {m['nps_mean_per_mm']:.3f} | {m['nps_peak_hu2mm2']:.1f} | "
-                         f"{m['error_nps_peak_per_mm']:.3f} / {m['error_nps_mean_per_mm']:.3f} | {setting} |")
+                         f"{m['error_nps_peak_per_mm']:.3f} / {m['error_nps_mean_per_mm']:.3f} | "
+                         f"{m.get('repeat_nps_peak_per_mm', float('nan')):.3f} / "
+                         f"{m.get('repeat_nps_mean_per_mm', float('nan')):.3f} | "
+                         f"{m.get('repeat_noise_sd_hu', float('nan')):.1f} | {setting} |")
         lines.append("")
         if "lesions" in result:
             lines += [f"Lesions ({name}): contrast retained (mean over copies) and CNR", "",
@@ -435,6 +465,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--patch", type=int, nargs=3, default=(48, 48, 16))
     tr.add_argument("--batch-size", type=int, default=4)
     tr.add_argument("--filters", type=int, nargs="+", default=(16, 32, 64))
+    tr.add_argument("--norm", default="instance", choices=["instance", "batch"],
+                    help="generator normalisation: batch makes the sliding-window output independent of the window layout")
     tr.add_argument("--discriminator-channels", type=int, default=16)
     tr.add_argument("--adversarial-weight", type=float, default=1.0)
     tr.add_argument("--l1-weight", type=float, default=100.0)
@@ -458,6 +490,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="lesion diameters (mm); a thin slab with little uniform tissue takes only small ones")
     ev.add_argument("--bisection-steps", type=int, default=6)
     ev.add_argument("--nps-roi-vox", type=int, default=16, help="NPS ROI side (pixels)")
+    ev.add_argument("--repeat-nps-roi-vox", type=int, default=32,
+                    help="ROI side (pixels) of the noise NPS from two noise realisations")
+    ev.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                    help="set an inference.yaml setting for the evaluation (as medgan run --override)")
     ev.add_argument("--device", default="auto")
     ev.add_argument("--threads", type=int, default=1)
     ev.add_argument("--seed", type=int, default=0)

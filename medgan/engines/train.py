@@ -86,6 +86,7 @@ def train_paired(
     patch_size_vox: Sequence[int] = (64, 64, 32),
     batch_size: int = 2,
     generator_filters: Sequence[int] = (16, 32, 64, 128),
+    generator_norm: str = "instance",
     discriminator_channels: int = 16,
     discriminator_layers: int | None = None,
     adversarial_mode: str = "least_squares",
@@ -125,6 +126,9 @@ def train_paired(
         patch_size_vox: training patch ``(X, Y, Z)``, divisible by ``2 ** (len(generator_filters) - 1)``.
         batch_size: patches per iteration per process.
         generator_filters: U-Net channels per level.
+        generator_norm: the U-Net's normalisation (MONAI norm name): ``"instance"`` normalises each window,
+            so a sliding window's output depends on the window layout; ``"batch"`` becomes a fixed affine
+            map in evaluation, so the output does not depend on it (beyond the convolutions' zero padding).
         discriminator_channels: first-layer channels of the PatchGAN.
         discriminator_layers: stride-2 layers (default: the deepest the patch allows, at most 3).
         adversarial_mode: ``least_squares``, ``hinge``, ``non_saturating`` or ``wasserstein``.
@@ -164,7 +168,7 @@ def train_paired(
         set_determinism(seed=seed)
         patch = tuple(int(s) for s in patch_size_vox)
         layers = discriminator_layers if discriminator_layers is not None else min(3, max_discriminator_layers(patch))
-        generator = ResidualUNet(1, 1, filters=generator_filters).to(device_)
+        generator = ResidualUNet(1, 1, filters=generator_filters, norm=generator_norm).to(device_)
         discriminator = PatchDiscriminator(2, channels=discriminator_channels, num_layers=layers).to(device_)
         ema = GeneratorEMA(generator, decay=ema_decay) if ema_decay > 0 else None
         g_ddp, d_ddp = wrap_ddp(generator, device_), wrap_ddp(discriminator, device_)

@@ -8,8 +8,8 @@ import numpy as np
 from monai.config import DtypeLike, KeysCollection
 from monai.transforms import InvertibleTransform, MapTransform
 
-from medgan.transforms.intensity.array import (DEFAULT_OUTPUT_RANGE, DEFAULT_WINDOW_HU, DenormalizeHU, NormalizeHU,
-                                               NormalizeMRPercentile)
+from medgan.transforms.intensity.array import (DEFAULT_OUTPUT_RANGE, DEFAULT_WINDOW_HU, BlendWithSource, DenormalizeHU,
+                                               NormalizeHU, NormalizeMRPercentile)
 
 
 class NormalizeHUd(MapTransform, InvertibleTransform):
@@ -74,4 +74,22 @@ class NormalizeMRPercentiled(MapTransform):
         mask = d[self.mask_key] if self.mask_key is not None else None
         for key in self.key_iterator(d):
             d[key] = self.normalizer(d[key], mask=mask)
+        return d
+
+
+class BlendWithSourced(MapTransform):
+    """Dictionary :class:`BlendWithSource`: ``keys`` (e.g. ``pred``) blended with ``source_key`` (e.g. ``image``)."""
+
+    backend = BlendWithSource.backend
+
+    def __init__(self, keys: KeysCollection, source_key: str, weight: float = 0.0,
+                 allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.source_key = source_key
+        self.blender = BlendWithSource(weight=weight)
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.blender(d[key], d[self.source_key])
         return d
