@@ -123,14 +123,12 @@ def test_real_abdomen_lesions_measured_exactly_through_an_identity(real_file):
     assert all(abs(row["inserted_hu"]) == pytest.approx(20.0, rel=0.2) for row in five)
 
 
-@pytest.mark.realdata
-def test_training_lesions_stay_in_the_training_slices(real_file):
-    """The low-dose pipeline's lesion augmentation never touches the gap or the held-out slab."""
+def _lowdose_pipeline():
+    """``pipelines/train_lowdose_denoising.py`` as a module (pipelines are scripts, not a package)."""
     import importlib.util
     import sys
     from pathlib import Path
 
-    real_file("ct/abdomen_totalsegmentator/example_ct.nii.gz")
     path = Path(__file__).resolve().parents[2] / "pipelines" / "train_lowdose_denoising.py"
     spec = importlib.util.spec_from_file_location("train_lowdose_denoising", path)
     pipeline = importlib.util.module_from_spec(spec)
@@ -139,6 +137,42 @@ def test_training_lesions_stay_in_the_training_slices(real_file):
         spec.loader.exec_module(pipeline)
     finally:
         sys.modules.pop(spec.name, None)
+    return pipeline
+
+
+@pytest.mark.realdata
+def test_baselines_are_matched_on_the_noise_of_two_realisations(real_file):
+    """The evaluation matches each filter to the model's noise measured from two noise realisations; a
+    local SD of one image would call non-local means far quieter than it is."""
+    from medgan.io import load_volume
+    from medgan.metrics import baselines, body_mask_from_ct
+    from medgan.metrics.image_quality import noise_sd
+    from medgan.transforms.degradation import SimulateLowDose
+
+    pipeline = _lowdose_pipeline()
+    normal = load_volume(real_file("ct/abdomen_totalsegmentator/example_ct_sm.nii.gz")).float()
+    spacing = [float(v) for v in np.linalg.norm(normal.affine[:3, :3].numpy(), axis=0)]
+    lows = [np.rint(SimulateLowDose(0.25, seed=seed, num_threads=1)(normal).numpy()) for seed in (11, 12)]
+    region = pipeline.noise_region(body_mask_from_ct(normal.numpy()))
+    input_sd = pipeline.repeat_noise_sd(lows[0], lows[1], region)
+    assert 35.0 < input_sd < 65.0  # the simulator's quarter-dose noise on abdominal CT
+
+    def gaussian(low, sigma):
+        return baselines.gaussian_denoise(low, spacing, sigma_mm=sigma * spacing[0])
+
+    strength, image, tried = pipeline.matched_baseline(gaussian, lows[0], lows[1], (0.2, 4.0), 25.0, region, 7)
+    assert len(tried) == 7 and 0.2 < strength < 4.0
+    assert pipeline.repeat_noise_sd(image, gaussian(lows[1], strength), region) == pytest.approx(25.0, abs=2.0)
+    nlm = [baselines.nlm_denoise(low, h_factor=0.8, noise_sd_hu=input_sd) for low in lows]
+    local = noise_sd(nlm[0], spacing, mask=body_mask_from_ct(normal.numpy()))["noise_sd_hu"]
+    assert pipeline.repeat_noise_sd(nlm[0], nlm[1], region) > 2.0 * local
+
+
+@pytest.mark.realdata
+def test_training_lesions_stay_in_the_training_slices(real_file):
+    """The low-dose pipeline's lesion augmentation never touches the gap or the held-out slab."""
+    real_file("ct/abdomen_totalsegmentator/example_ct.nii.gz")
+    pipeline = _lowdose_pipeline()
     source = pipeline.SOURCES["abdomen"]
     image = pipeline.load_hu(pipeline.DATA, source)
     lesioned, array, lesions = pipeline.with_training_lesions(image, source, copies=1, seed=1000)
