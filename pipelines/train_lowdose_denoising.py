@@ -18,10 +18,9 @@ seed each); evaluation uses dose 0.25 with a seed no training pair used.
 Commands (the shipped weights; docs/README.md of the bundle has the figures)::
 
     OMP_NUM_THREADS=1 .venv/bin/python pipelines/train_lowdose_denoising.py train \\
-        --output-dir runs/lowdose --iterations 900 --threads 1 \\
-        --install bundles/ct_lowdose_denoising
+        --output-dir runs/lowdose_wide --threads 1 --install bundles/ct_lowdose_denoising
     OMP_NUM_THREADS=1 .venv/bin/python pipelines/train_lowdose_denoising.py evaluate \\
-        --bundle bundles/ct_lowdose_denoising --output-dir runs/lowdose/eval --threads 1
+        --bundle bundles/ct_lowdose_denoising --output-dir runs/lowdose_wide/eval --threads 1
 """
 
 from __future__ import annotations
@@ -468,11 +467,11 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--output-dir", type=Path, required=True)
     tr.add_argument("--sources", nargs="+", default=["abdomen", "head"], choices=[s for s in SOURCES if SOURCES[s].trains])
     tr.add_argument("--fast-sources", nargs="*", default=["head"], help="sources whose pairs use the fast path")
-    tr.add_argument("--dose-fractions", type=float, nargs="+", default=[0.15, 0.2, 0.25, 0.35])
+    tr.add_argument("--dose-fractions", type=float, nargs="+", default=[0.1, 0.15, 0.2, 0.25, 0.35, 0.5])
     tr.add_argument("--train-lesion-copies", type=int, default=0,
                     help="insert this many lesions of each training diameter x contrast into every training volume "
                          "(before the low dose is simulated; training slices only)")
-    tr.add_argument("--iterations", type=int, default=900)
+    tr.add_argument("--iterations", type=int, default=2000)
     tr.add_argument("--patch", type=int, nargs=3, default=(48, 48, 16))
     tr.add_argument("--batch-size", type=int, default=4)
     tr.add_argument("--filters", type=int, nargs="+", default=(16, 32, 64))
@@ -483,7 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--l1-weight", type=float, default=100.0)
     tr.add_argument("--learning-rate", type=float, default=1e-3)
     tr.add_argument("--ema-decay", type=float, default=0.99)
-    tr.add_argument("--validate-every", type=int, default=300)
+    tr.add_argument("--validate-every", type=int, default=250)
     tr.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     tr.add_argument("--device", default="auto")
     tr.add_argument("--threads", type=int, default=1)
