@@ -3,9 +3,9 @@
 Up to three settings per bundle, each run in its own child process (so peak RSS is that run's alone):
 
 * ``naive``: fp32 Gaussian-blended sliding window with the settings MONAI model-zoo bundles commonly
-  ship (``overlap 0.5``, ``sw_batch_size 4``), every window computed;
-* ``exact``: the same windows, one per network call, background (air-only) windows skipped: the
-  output inside the body is the naive one exactly (CT bundles);
+  ship (``overlap 0.5``, ``sw_batch_size 4``), every window computed, by PyTorch;
+* ``exact``: the same windows, every one computed, one per network call, by the bundle's CPU backend
+  (OpenVINO for the CT bundles): the naive output to float32 rounding (CT bundles);
 * ``shipped``: the bundle's own ``inference.yaml`` (what ``medgan run`` uses), or the overrides given
   with ``--shipped-overrides``.
 
@@ -41,8 +41,15 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 BUNDLES = ("ct_lowdose_denoising", "ct_kernel_conversion", "ct_super_resolution", "mr_synthetic_ct")
+ROOT = Path(__file__).resolve().parents[1]
 NAIVE = {"sw_overlap": 0.5, "sw_batch_size": 4, "skip_background_below_hu": None}
-EXACT = {"sw_overlap": 0.5, "sw_batch_size": 1}
+EXACT = {"sw_overlap": 0.5, "sw_batch_size": 1, "skip_background_below_hu": None}
+
+
+def naive_overrides(name: str) -> Dict[str, Any]:
+    """:data:`NAIVE`, plus PyTorch as the CPU backend where the bundle has a ``cpu_backend`` setting."""
+    config = (ROOT / "bundles" / name / "configs" / "inference.yaml").read_text(encoding="utf-8")
+    return {**NAIVE, "cpu_backend": "torch"} if "\ncpu_backend:" in config else dict(NAIVE)
 SETTINGS = ("naive", "exact", "shipped")
 CT_THIN = "ct/phantom_head_philips/thin1mm_kernelUB.nii.gz"
 CT_THICK = "ct/phantom_head_philips/thick5mm_kernelUB.nii.gz"
@@ -179,7 +186,7 @@ def main() -> int:
         for name in args.bundles:
             outputs: Dict[str, Path] = {}
             rows: Dict[str, Dict[str, Any]] = {}
-            chosen = {"naive": (NAIVE, args.naive_runs), "exact": (EXACT, args.runs),
+            chosen = {"naive": (naive_overrides(name), args.naive_runs), "exact": (EXACT, args.runs),
                       "shipped": (json.loads(args.shipped_overrides), args.runs)}
             for setting in args.settings:
                 if setting == "exact" and name == "mr_synthetic_ct":

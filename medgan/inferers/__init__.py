@@ -1,5 +1,6 @@
 """Whole-volume sliding-window inference."""
 
+from medgan.inferers.openvino_backend import CPU_BACKENDS, OpenVINONetwork, with_cpu_backend
 from medgan.inferers.sliding_window import (
     BackgroundSkippingInferer,
     SkipBackgroundWindows,
@@ -16,5 +17,5 @@ from medgan.inferers.uncertainty import (
     uncertainty_sidecar,
 )
 
-__all__ = ["ALL_FLIPS", "BackgroundSkippingInferer", "SkipBackgroundWindows", "IN_PLANE_FLIPS", "RunningMoments", "make_sliding_window_inferer", "predict_volume",
+__all__ = ["ALL_FLIPS", "CPU_BACKENDS", "OpenVINONetwork", "with_cpu_backend", "BackgroundSkippingInferer", "SkipBackgroundWindows", "IN_PLANE_FLIPS", "RunningMoments", "make_sliding_window_inferer", "predict_volume",
            "predict_with_uncertainty", "propagate_sd", "uncertainty_score", "uncertainty_sidecar"]
