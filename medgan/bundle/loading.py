@@ -27,6 +27,7 @@ from medgan.bundle.trust import SHIPPED_BUNDLES, check_bundle_trusted
 from medgan.bundle.verify import load_metadata
 from medgan.bundle.weights import load_state_dict
 from medgan.errors import BundleError, MedganError
+from medgan.inferers.openvino_backend import OpenVINONetwork
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -227,6 +228,7 @@ def open_bundle(bundle: PathLike, device: str = "auto", allow_untrusted: bool = 
         "blend_mode": str(getattr(inferer, "mode", "")),
         "skip_background_below": getattr(inferer, "background_below", None),
         "precision": str(parts["precision"]),
+        "backend": "openvino" if isinstance(parts["network"], OpenVINONetwork) else "torch",
         "overrides": overrides,
     }
     logger.info("bundle %s v%s from %s: device %s, precision %s", root.name, metadata["version"], root,

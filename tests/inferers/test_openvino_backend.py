@@ -54,6 +54,7 @@ def test_bundle_output_is_the_same_with_either_backend(bundle_name, real_file):
     for backend in ("torch", "openvino"):
         bundle = open_bundle(BUNDLES / bundle_name, device="cpu", overrides={"cpu_backend": backend})
         assert isinstance(bundle.network, OpenVINONetwork) == (backend == "openvino")
+        assert bundle.parameters["backend"] == backend  # recorded in every sidecar
         data = bundle.preprocessing({"image": image})
         data["pred"] = predict_volume(bundle.network, data["image"], bundle.inferer, bundle.precision)
         outputs[backend] = bundle.postprocessing(data)["pred"][0].numpy()
