@@ -44,16 +44,16 @@ BUNDLES = ("ct_lowdose_denoising", "ct_kernel_conversion", "ct_super_resolution"
 ROOT = Path(__file__).resolve().parents[1]
 NAIVE = {"sw_overlap": 0.5, "sw_batch_size": 4, "skip_background_below_hu": None}
 EXACT = {"sw_overlap": 0.5, "sw_batch_size": 1, "skip_background_below_hu": None}
+SETTINGS = ("naive", "exact", "shipped")
+CT_THIN = "ct/phantom_head_philips/thin1mm_kernelUB.nii.gz"
+CT_THICK = "ct/phantom_head_philips/thick5mm_kernelUB.nii.gz"
+MR_HEAD = "mr/head_vs_seg_001/VS-SEG-001_t1_mpr_tra_gk_v4_2.nii.gz"
 
 
 def naive_overrides(name: str) -> Dict[str, Any]:
     """:data:`NAIVE`, plus PyTorch as the CPU backend where the bundle has a ``cpu_backend`` setting."""
     config = (ROOT / "bundles" / name / "configs" / "inference.yaml").read_text(encoding="utf-8")
     return {**NAIVE, "cpu_backend": "torch"} if "\ncpu_backend:" in config else dict(NAIVE)
-SETTINGS = ("naive", "exact", "shipped")
-CT_THIN = "ct/phantom_head_philips/thin1mm_kernelUB.nii.gz"
-CT_THICK = "ct/phantom_head_philips/thick5mm_kernelUB.nii.gz"
-MR_HEAD = "mr/head_vs_seg_001/VS-SEG-001_t1_mpr_tra_gk_v4_2.nii.gz"
 
 
 def _mirror_to(values: Any, slices: int) -> Any:

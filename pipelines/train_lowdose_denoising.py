@@ -241,14 +241,15 @@ def quality(image: np.ndarray, normal: np.ndarray, spacing: Sequence[float], mas
     nps = noise_power_spectrum(image, spacing, rois=rois, roi_size_vox=roi_vox)
     error_nps = None if image is normal else noise_power_spectrum(image, spacing, roi_size_vox=roi_vox, second=normal,
                                                                   mask=mask)
-    noise_nps = None
+    noise_nps, noise_sd_two = None, float("nan")
     if repeat is not None:
         inner = noise_region(mask)
         noise_nps = noise_power_spectrum(image, spacing, roi_size_vox=repeat_roi_vox, second=repeat, mask=inner)
+        noise_sd_two = repeat_noise_sd(image, repeat, inner)
     return {"ldct_psnr_db": ldct["psnr_db"], "ldct_ssim": ldct["ssim"], "ldct_rmse_hu": ldct["rmse_hu"],
             "repeat_nps_peak_per_mm": float("nan") if noise_nps is None else noise_nps["peak_frequency_per_mm"],
             "repeat_nps_mean_per_mm": float("nan") if noise_nps is None else noise_nps["mean_frequency_per_mm"],
-            "repeat_noise_sd_hu": float("nan") if repeat is None else repeat_noise_sd(image, repeat, noise_region(mask)),
+            "repeat_noise_sd_hu": noise_sd_two,
             "raw_psnr_db": raw["psnr_db"], "raw_rmse_hu": raw["rmse_hu"], "raw_mae_hu": raw["mae_hu"],
             "raw_ssim": raw["ssim"],
             "noise_sd_hu": noise_sd(image, spacing, mask=mask)["noise_sd_hu"],
@@ -287,24 +288,24 @@ def repeat_noise_sd(image: np.ndarray, repeat: np.ndarray, mask: np.ndarray) -> 
 
 
 def matched_baseline(apply, low: np.ndarray, low_repeat: np.ndarray, bounds: Tuple[float, float], target_sd: float,
-                     mask: np.ndarray, steps: int) -> Tuple[float, np.ndarray, List[Tuple[float, np.ndarray]]]:
+                     mask: np.ndarray, steps: int) -> Tuple[float, np.ndarray, np.ndarray, List[tuple]]:
     """Bisection (log scale) of a filter strength so the output's noise SD (from two noise realisations,
-    :func:`repeat_noise_sd`) equals ``target_sd``; returns the chosen strength, its image and every
-    (strength, image) tried. Matching on the realisation noise, not on a local SD of one image, keeps a
+    :func:`repeat_noise_sd`) equals ``target_sd``; returns the chosen strength, its image and repeat image,
+    and every ``(strength, image, repeat image)`` tried. Matching on the realisation noise, not on a local SD of one image, keeps a
     filter that flattens uniform tissue but leaves blotches (non-local means) from looking quieter than it is."""
     low_s, high_s = bounds
-    tried: List[Tuple[float, np.ndarray, float]] = []
+    tried: List[Tuple[float, np.ndarray, np.ndarray, float]] = []
     for _ in range(steps):
         strength = float(np.sqrt(low_s * high_s))
-        image = apply(low, strength)
-        sd = repeat_noise_sd(image, apply(low_repeat, strength), mask)
-        tried.append((strength, image, sd))
+        image, repeat = apply(low, strength), apply(low_repeat, strength)
+        sd = repeat_noise_sd(image, repeat, mask)
+        tried.append((strength, image, repeat, sd))
         if sd > target_sd:
             low_s = strength
         else:
             high_s = strength
-    best = min(tried, key=lambda t: abs(t[2] - target_sd))
-    return best[0], best[1], [(t[0], t[1]) for t in tried]
+    best = min(tried, key=lambda t: abs(t[3] - target_sd))
+    return best[0], best[1], best[2], [t[:3] for t in tried]
 
 
 def evaluate_source(args: argparse.Namespace, bundle, name: str) -> Dict[str, object]:
@@ -355,17 +356,17 @@ def evaluate_source(args: argparse.Namespace, bundle, name: str) -> Dict[str, ob
     noise_hu = estimate_noise_sd(low)
     images = {"model": pred, "input": low}
     for filter_name, (apply, bounds, parameter) in baseline_filters(spacing, noise_hu).items():
-        strength, image, tried = matched_baseline(apply, low, low_repeat, bounds, target_sd, noise_region(mask),
-                                                  args.bisection_steps)
+        strength, image, repeat, tried = matched_baseline(apply, low, low_repeat, bounds, target_sd,
+                                                          noise_region(mask), args.bisection_steps)
         rows[f"{filter_name} (matched noise)"] = {**quality(image, normal, spacing, mask, rois, roi_vox,
-                                                            apply(low_repeat, strength), nps_vox),
+                                                            repeat, nps_vox),
                                                   "parameter": parameter, "strength": round(strength, 3)}
         images[f"{filter_name} (matched noise)"] = image
         from medgan.metrics import evaluate_pair
 
         best = max(tried, key=lambda t: evaluate_pair(t[1], normal, "ldct-abdomen")["psnr_db"])
         rows[f"{filter_name} (best PSNR of those tried)"] = {**quality(best[1], normal, spacing, mask, rois, roi_vox,
-                                                                       apply(low_repeat, best[0]), nps_vox),
+                                                                       best[2], nps_vox),
                                                              "parameter": parameter, "strength": round(best[0], 3)}
         logger.info("%s: %s matched at %.3g, best PSNR at %.3g", name, filter_name, strength, best[0])
     result: Dict[str, object] = {"source": source.path, "heldout_slices": [first, first + source.heldout_slices - 1],

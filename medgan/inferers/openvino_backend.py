@@ -2,8 +2,9 @@
 
 On 2 CPU cores OpenVINO runs the denoising U-Net's 96 x 96 x 16 windows 1.3-1.6x faster than PyTorch
 with the same output to float32 rounding; for the kernel and super-resolution networks it measured no
-faster, so those bundles keep PyTorch (docs/running.md, *CPU speed and memory*). :class:`OpenVINONetwork` wraps the loaded network; each input shape the sliding window feeds
-it (one or two: full batches and a last, smaller one) is converted and compiled once, then reused.
+faster, so those bundles keep PyTorch (docs/running.md, *CPU speed and memory*).
+:class:`OpenVINONetwork` wraps the loaded network; each input shape the sliding window feeds it (one or
+two: full batches and a last, smaller one) is converted and compiled once, then reused.
 The PyTorch module stays inside the wrapper, so ``eval()``, ``parameters()`` and device queries behave
 as before. CUDA keeps PyTorch: :func:`with_cpu_backend` returns the network unchanged there.
 """
