@@ -135,9 +135,11 @@ def test_medgan_run_path_returns_the_input_grid(tmp_path, tiny_ct):
     assert (tmp_path / "out" / "ct" / "pred.json").is_file()
 
 
-def test_noise_retention_blends_the_input_back_and_keeps_more_lesion_contrast(real_file):
-    """On real abdomen CT with simulated quarter dose: ``noise_retention`` 0.5 gives the mid-point of the full
-    denoising and the input (to the int16 rounding), and small lesions keep more of their contrast."""
+def test_restore_settings_give_back_the_input_and_keep_more_lesion_contrast(real_file):
+    """On real abdomen CT with simulated quarter dose: ``restore_fraction`` 0.5 without low-pass gives the
+    mid-point of the full denoising and the input (to the int16 rounding); small lesions keep more of their
+    contrast with it and with the shipped low-passed restore than with the network alone, and the shipped
+    restore leaves less noise than the plain blend."""
     from monai.data import MetaTensor
 
     from medgan.bundle.loading import open_bundle
@@ -159,20 +161,25 @@ def test_noise_retention_blends_the_input_back_and_keeps_more_lesion_contrast(re
         low = SimulateLowDose(0.25, seed=7, num_threads=1)(image)
         lows[name] = MetaTensor(torch.round(low.as_tensor()), affine=normal.affine, meta=dict(normal.meta))
 
-    def run(retention: float, name: str) -> np.ndarray:
-        bundle = open_bundle(BUNDLE, device="cpu", overrides={"noise_retention": retention})
+    def run(setting: tuple, name: str) -> np.ndarray:
+        bundle = open_bundle(BUNDLE, device="cpu", overrides={"restore_fraction": setting[0],
+                                                              "restore_sigma_vox": setting[1]})
         data = bundle.preprocessing({"image": lows[name]})
         data["pred"] = predict_volume(bundle.network, data["image"], bundle.inferer, bundle.precision)
         return bundle.postprocessing(data)["pred"][0].numpy().astype(np.float32)
 
-    full, half = run(0.0, "plain"), run(0.5, "plain")
+    full, half = run((0.0, 0.0), "plain"), run((0.5, 0.0), "plain")
     low = np.clip(lows["plain"].numpy(), -1024, 3071)
     unclipped = (full > -1024) & (full < 3071)  # the blend is of the unclipped network output
     assert unclipped.mean() > 0.9
     assert np.abs(half - (full + low) / 2.0)[unclipped].max() <= 1.0
     assert np.abs(half - full).max() > 20.0  # the setting does change the output
+    shipped = run((1.0, 0.7), "plain")
     retained = {}
-    for retention, plain in ((0.0, full), (0.5, half)):
-        rows = measure_lesions(run(retention, "lesions"), plain, lesions, spacing)
-        retained[retention] = float(np.mean([row["retained"] for row in rows]))
-    assert retained[0.5] > retained[0.0] + 0.1
+    for setting, plain in (((0.0, 0.0), full), ((0.5, 0.0), half), ((1.0, 0.7), shipped)):
+        rows = measure_lesions(run(setting, "lesions"), plain, lesions, spacing)
+        retained[setting] = float(np.mean([row["retained"] for row in rows]))
+    assert retained[(0.5, 0.0)] > retained[(0.0, 0.0)] + 0.1
+    assert retained[(1.0, 0.7)] > retained[(0.0, 0.0)] + 0.1
+    body = body_mask_from_ct(normal.numpy())
+    assert np.std((shipped - normal.numpy())[body]) < np.std((half - normal.numpy())[body])

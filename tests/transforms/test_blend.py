@@ -38,3 +38,48 @@ def test_blend_dictionary_form_and_refusals():
         BlendWithSource(1.5)
     with pytest.raises(ValueError, match="blend before any transform that changes the grid"):
         BlendWithSource(0.5)(pred, source[:, :6])
+
+
+@pytest.mark.parametrize("sigma_vox", [0.7, 1.5])
+def test_low_passed_restore_matches_scipy_and_keeps_metadata(sigma_vox):
+    """``img + weight * G_sigma(source - img)`` against scipy's Gaussian (edges replicated, 4 sigma) on a real CT crop."""
+    from scipy.ndimage import gaussian_filter
+
+    pred, source = _pair(2)
+    out = BlendWithSource(0.6, sigma_vox=sigma_vox)(pred, source)
+    difference = (source.as_tensor() - pred.as_tensor()).numpy()
+    expected = pred.as_tensor().numpy() + 0.6 * gaussian_filter(difference, [0, sigma_vox, sigma_vox, sigma_vox],
+                                                                   mode="nearest", truncate=4.0)
+    np.testing.assert_allclose(out.as_tensor().numpy(), expected, atol=1e-6)
+    assert isinstance(out, MetaTensor) and out.meta["filename_or_obj"] == "pred"
+    np.testing.assert_array_equal(out.affine.numpy(), pred.affine.numpy())
+    with pytest.raises(ValueError, match="sigma_vox"):
+        BlendWithSource(0.5, sigma_vox=-1.0)
+
+
+def test_low_pass_gives_back_a_lesion_and_little_of_the_noise(real_file):
+    """On real CT: where the 'denoiser' removed white noise and a 10 mm lesion, the low-passed restore brings
+    back over half of the lesion's contrast and a small part of the noise; the plain blend of the same weight
+    brings back all of both in proportion."""
+    from medgan.io import load_volume
+    from medgan.metrics.lesions import Lesion, insert_lesions
+
+    ct = load_volume(real_file("ct/abdomen_totalsegmentator/example_ct_sm.nii.gz")).float()
+    spacing = [float(v) for v in np.linalg.norm(ct.affine[:3, :3].numpy(), axis=0)]
+    clean = ct.numpy().astype(np.float32)
+    centre = tuple(s // 2 for s in clean.shape)
+    lesion = Lesion(centre_vox=centre, diameter_mm=10.0, contrast_hu=100.0)
+    with_lesion = insert_lesions(clean, spacing, [lesion])
+    noise = np.random.default_rng(0).normal(0.0, 40.0, clean.shape).astype(np.float32)
+    source = torch.from_numpy(with_lesion + noise)[None]
+    denoised = MetaTensor(torch.from_numpy(clean)[None])  # removed: the noise and the lesion
+    plain = BlendWithSource(1.0, sigma_vox=0.0)(denoised, source).numpy()[0] - clean
+    low = BlendWithSource(1.0, sigma_vox=0.7)(denoised, source).numpy()[0] - clean
+    np.testing.assert_allclose(plain, with_lesion - clean + noise, atol=1e-3)
+    core = tuple(slice(c - 1, c + 2) for c in centre)
+    far = np.zeros(clean.shape, bool)
+    far[:, : clean.shape[1] // 4] = True
+    lesion_back = low[core].mean() / (with_lesion - clean)[core].mean()
+    noise_back = low[far].std() / noise[far].std()
+    assert lesion_back > 0.5  # measured 0.61 (3 mm grid)
+    assert 0.15 < noise_back < 0.4  # white noise through a 0.7-voxel 3D Gaussian: 0.26 in theory, 0.27 measured

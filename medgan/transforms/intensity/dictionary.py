@@ -78,15 +78,16 @@ class NormalizeMRPercentiled(MapTransform):
 
 
 class BlendWithSourced(MapTransform):
-    """Dictionary :class:`BlendWithSource`: ``keys`` (e.g. ``pred``) blended with ``source_key`` (e.g. ``image``)."""
+    """Dictionary :class:`BlendWithSource`: ``keys`` (e.g. ``pred``) get back part of what separates them from
+    ``source_key`` (e.g. ``image``), low-passed by ``sigma_vox``."""
 
     backend = BlendWithSource.backend
 
-    def __init__(self, keys: KeysCollection, source_key: str, weight: float = 0.0,
+    def __init__(self, keys: KeysCollection, source_key: str, weight: float = 0.0, sigma_vox: float = 0.0,
                  allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
         self.source_key = source_key
-        self.blender = BlendWithSource(weight=weight)
+        self.blender = BlendWithSource(weight=weight, sigma_vox=sigma_vox)
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)
