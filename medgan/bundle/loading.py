@@ -202,16 +202,16 @@ def open_bundle(bundle: PathLike, device: str = "auto", allow_untrusted: bool = 
     parser = ConfigParser()
     parser.read_config(str(config_file))
     overrides = dict(overrides or {})
+    def plain(value: Any) -> bool:  # a literal setting, not an expression, a reference or a component
+        if isinstance(value, list):
+            return all(isinstance(v, (int, float)) for v in value)
+        return value is None or (isinstance(value, (int, float, str))
+                                 and not (isinstance(value, str) and value.startswith(("$", "@", "%"))))
+
+    tunable = sorted(key for key, value in parser.get().items() if plain(value) and key not in CONFIG_IDS
+                     and key not in ("bundle_root", "device_name", "input_files", "output_dir"))
     unknown = sorted(key for key in overrides if key not in parser or key in CONFIG_IDS)
     if unknown:
-        def plain(value: Any) -> bool:  # a literal setting, not an expression, a reference or a component
-            if isinstance(value, list):
-                return all(isinstance(v, (int, float)) for v in value)
-            return value is None or (isinstance(value, (int, float, str))
-                                     and not (isinstance(value, str) and value.startswith(("$", "@", "%"))))
-
-        tunable = sorted(key for key, value in parser.get().items() if plain(value) and key not in CONFIG_IDS
-                         and key not in ("bundle_root", "device_name", "input_files", "output_dir"))
         raise BundleError(f"inference.yaml has no setting {', '.join(unknown)} to override", config_file,
                           f"override one of: {', '.join(tunable)}")
     parser.update({"bundle_root": str(root), "device_name": device, **overrides})
@@ -230,6 +230,8 @@ def open_bundle(bundle: PathLike, device: str = "auto", allow_untrusted: bool = 
         "precision": str(parts["precision"]),
         "backend": "openvino" if isinstance(parts["network"], OpenVINONetwork) else "torch",
         "overrides": overrides,
+        # every literal setting of inference.yaml in effect (overrides applied): what made this output
+        "settings": {key: parser[key] for key in tunable},
     }
     logger.info("bundle %s v%s from %s: device %s, precision %s", root.name, metadata["version"], root,
                 parts["device"], parts["precision"])

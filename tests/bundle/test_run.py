@@ -244,6 +244,10 @@ def test_override_changes_settings_is_recorded_and_redoes_cases(test_bundle, inp
     assert _run(test_bundle, "--input", str(inputs / "b.nii.gz"), "-o", str(out), "--override", "sw_overlap=0.25") == 0
     sidecar = json.loads((out / "b" / "pred.json").read_text())
     assert sidecar["parameters"]["overlap"] == 0.25 and sidecar["parameters"]["overrides"] == {"sw_overlap": 0.25}
+    # every literal setting in effect is recorded, the overridden one with its new value
+    settings = sidecar["parameters"]["settings"]
+    assert settings["sw_overlap"] == 0.25 and settings["roi_size_vox"] == sidecar["parameters"]["roi_size_vox"]
+    assert not {"network", "inferer", "imports", "bundle_root"} & set(settings)
     assert _run(test_bundle, "--input", str(inputs / "b.nii.gz"), "-o", str(out), "--override", "sw_overlap=0.25") == 0
     assert read_summary(out / "summary.csv")["b"]["status"] == "skipped"  # same overrides: finished
     assert _run(test_bundle, "--input", str(inputs / "b.nii.gz"), "-o", str(out)) == 0  # the shipped settings
