@@ -138,8 +138,8 @@ def test_medgan_run_path_returns_the_input_grid(tmp_path, tiny_ct):
 def test_restore_settings_give_back_the_input_and_keep_more_lesion_contrast(real_file):
     """On real abdomen CT with simulated quarter dose: ``restore_fraction`` 0.5 without low-pass gives the
     mid-point of the full denoising and the input (to the int16 rounding); small lesions keep more of their
-    contrast with it and with the shipped low-passed restore than with the network alone, and the shipped
-    restore leaves less noise than the plain blend."""
+    contrast with it and with the low-passed restore of the lesion setting than with the network alone, and
+    the low-passed restore leaves less noise than the plain blend."""
     from monai.data import MetaTensor
 
     from medgan.bundle.loading import open_bundle
@@ -163,23 +163,65 @@ def test_restore_settings_give_back_the_input_and_keep_more_lesion_contrast(real
 
     def run(setting: tuple, name: str) -> np.ndarray:
         bundle = open_bundle(BUNDLE, device="cpu", overrides={"restore_fraction": setting[0],
-                                                              "restore_sigma_vox": setting[1]})
+                                                              "restore_sigma_vox": setting[1],
+                                                              "texture_fraction": setting[2]})
         data = bundle.preprocessing({"image": lows[name]})
         data["pred"] = predict_volume(bundle.network, data["image"], bundle.inferer, bundle.precision)
         return bundle.postprocessing(data)["pred"][0].numpy().astype(np.float32)
 
-    full, half = run((0.0, 0.0), "plain"), run((0.5, 0.0), "plain")
+    full, half = run((0.0, 0.0, 0.0), "plain"), run((0.5, 0.0, 0.0), "plain")
     low = np.clip(lows["plain"].numpy(), -1024, 3071)
     unclipped = (full > -1024) & (full < 3071)  # the blend is of the unclipped network output
     assert unclipped.mean() > 0.9
     assert np.abs(half - (full + low) / 2.0)[unclipped].max() <= 1.0
     assert np.abs(half - full).max() > 20.0  # the setting does change the output
-    shipped = run((1.0, 0.7), "plain")
+    lesion_setting = run((1.0, 0.7, 0.0), "plain")
     retained = {}
-    for setting, plain in (((0.0, 0.0), full), ((0.5, 0.0), half), ((1.0, 0.7), shipped)):
+    for setting, plain in (((0.0, 0.0, 0.0), full), ((0.5, 0.0, 0.0), half), ((1.0, 0.7, 0.0), lesion_setting)):
         rows = measure_lesions(run(setting, "lesions"), plain, lesions, spacing)
         retained[setting] = float(np.mean([row["retained"] for row in rows]))
-    assert retained[(0.5, 0.0)] > retained[(0.0, 0.0)] + 0.1
-    assert retained[(1.0, 0.7)] > retained[(0.0, 0.0)] + 0.1
+    assert retained[(0.5, 0.0, 0.0)] > retained[(0.0, 0.0, 0.0)] + 0.1
+    assert retained[(1.0, 0.7, 0.0)] > retained[(0.0, 0.0, 0.0)] + 0.1
     body = body_mask_from_ct(normal.numpy())
-    assert np.std((shipped - normal.numpy())[body]) < np.std((half - normal.numpy())[body])
+    assert np.std((lesion_setting - normal.numpy())[body]) < np.std((half - normal.numpy())[body])
+
+
+def test_shipped_texture_setting_keeps_the_noise_power_spectrum_peak(real_file):
+    """Real abdomen CT, two quarter-dose noise realisations: the network alone leaves coarse noise (its NPS
+    peak well below the input noise's); the shipped setting (texture_fraction 0.4) puts the peak back near the
+    input noise's while keeping the noise well below the input's."""
+    from monai.data import MetaTensor
+
+    from medgan.bundle.loading import open_bundle
+    from medgan.inferers import predict_volume
+    from medgan.io import load_volume
+    from medgan.metrics import body_mask_from_ct
+    from medgan.metrics.image_quality import noise_power_spectrum
+    from medgan.transforms.degradation import SimulateLowDose
+
+    normal = load_volume(real_file("ct/abdomen_totalsegmentator/example_ct_sm.nii.gz")).float()
+    spacing = [float(v) for v in np.linalg.norm(normal.affine[:3, :3].numpy(), axis=0)]
+    lows = [MetaTensor(torch.round(SimulateLowDose(0.25, seed=seed, num_threads=1)(normal).as_tensor()),
+                       affine=normal.affine, meta=dict(normal.meta)) for seed in (11, 12)]
+
+    def outputs(overrides: dict) -> list:
+        bundle = open_bundle(BUNDLE, device="cpu", overrides=overrides)
+        result = []
+        for low in lows:
+            data = bundle.preprocessing({"image": low})
+            data["pred"] = predict_volume(bundle.network, data["image"], bundle.inferer, bundle.precision)
+            result.append(bundle.postprocessing(data)["pred"][0].numpy().astype(np.float32))
+        return result
+
+    body = body_mask_from_ct(normal.numpy())
+
+    def noise(pair) -> dict:  # NPS and SD of (first - second) / sqrt(2): the noise alone
+        nps = noise_power_spectrum(pair[0], spacing, roi_size_vox=32, second=pair[1], mask=body)
+        return {"peak": nps["peak_frequency_per_mm"], "sd": float(np.std((pair[0] - pair[1])[body]) / np.sqrt(2))}
+
+    reference = noise([low.numpy() for low in lows])
+    alone = noise(outputs({"texture_fraction": 0.0, "restore_fraction": 0.0}))
+    shipped = noise(outputs({}))
+    assert alone["peak"] < 0.7 * reference["peak"]
+    assert abs(shipped["peak"] - reference["peak"]) <= 0.2 * reference["peak"]
+    assert alone["sd"] < shipped["sd"] < 0.75 * reference["sd"]

@@ -186,37 +186,54 @@ class NormalizeMRPercentile(Transform):
 
 
 class BlendWithSource(Transform):
-    """Give back part of what a denoiser removed: ``out = img + weight * G_sigma(source - img)``.
+    """Give back part of what a denoiser removed, by frequency band.
 
-    ``source - img`` is what the network took out of its input: mostly noise, but also some of the
-    contrast of small faint structures (a 5 mm lesion of 20 HU is hardly above the noise of a low-dose
-    scan). ``G_sigma`` is a Gaussian low-pass of ``sigma_vox`` voxels along every spatial axis. CT noise
-    is fine-grained (its power spectrum peaks near a third of the grid's sampling frequency), while a
-    lesion spans several voxels, so the low-pass gives back lesion-scale contrast with little of the
-    noise. With ``sigma_vox`` 0 the whole difference is given back in the fraction ``weight``: a plain
-    blend ``(1 - weight) * img + weight * source``, like the blending levels of clinical iterative
-    reconstruction, which also returns the input's noise texture (the denoising bundle's docs tabulate
-    both trade-offs).
+    ``out = img + weight * G_sigma(d) + highpass_weight * HP_cutoff(d)`` with ``d = source - img``, what the
+    network took out of its input: mostly noise, but also some of the contrast of small faint structures
+    (a 5 mm lesion of 20 HU is hardly above the noise of a low-dose scan).
 
-    ``img`` keeps its metadata (``Invertd`` still inverts it); ``source`` must be on the same grid and in
-    the same units (both normalised, before ``Invertd``). The low-pass replicates the edge voxels at the
-    volume's border.
+    - ``G_sigma``: a Gaussian low-pass of ``sigma_vox`` voxels along every spatial axis. CT noise is
+      fine-grained (its power spectrum peaks near a third of the grid's sampling frequency), while a
+      lesion spans several voxels, so the low-pass gives back lesion-scale contrast with little of the
+      noise. With ``sigma_vox`` 0 the whole difference comes back in the fraction ``weight``: a plain
+      blend ``(1 - weight) * img + weight * source``, like the blending levels of clinical iterative
+      reconstruction.
+    - ``HP_cutoff``: an in-plane high-pass (the first two spatial axes, slice by slice through the FFT)
+      with the smooth response ``1 - exp(-(f / cutoff)^4)`` of the radial frequency ``f`` in cycles per
+      voxel. A denoiser leaves coarse noise (what it cannot tell from anatomy) and removes fine noise,
+      so its output noise looks blotchy; giving back a fraction of the fine band returns the input's
+      noise texture (the peak of its noise power spectrum) at a lower level.
+
+    The denoising bundle's docs tabulate both trade-offs. ``img`` keeps its metadata (``Invertd`` still
+    inverts it); ``source`` must be on the same grid and in the same units (both normalised, before
+    ``Invertd``). The low-pass replicates the edge voxels at the volume's border; the high-pass treats
+    each slice as periodic.
 
     Args:
-        weight: fraction in ``[0, 1]`` of the (low-passed) difference given back; 0 returns ``img`` unchanged.
+        weight: fraction in ``[0, 1]`` of the (low-passed) difference given back; 0: none.
         sigma_vox: standard deviation of the Gaussian low-pass in voxels (>= 0); 0: no low-pass.
+        highpass_weight: fraction in ``[0, 1]`` of the difference's fine in-plane band given back; 0: none.
+        highpass_cutoff: the high-pass's cutoff in cycles per voxel, in ``(0, 0.5]``.
     """
 
     backend = [TransformBackends.TORCH]
 
-    def __init__(self, weight: float = 0.0, sigma_vox: float = 0.0) -> None:
+    def __init__(self, weight: float = 0.0, sigma_vox: float = 0.0, highpass_weight: float = 0.0,
+                 highpass_cutoff: float = 0.25) -> None:
         weight, sigma_vox = float(weight), float(sigma_vox)
-        if not 0.0 <= weight <= 1.0:
-            raise ValueError(f"blend weight must lie in [0, 1] (the fraction given back), got {weight}")
+        highpass_weight, highpass_cutoff = float(highpass_weight), float(highpass_cutoff)
+        for name, value in (("blend weight", weight), ("highpass_weight", highpass_weight)):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must lie in [0, 1] (the fraction given back), got {value}")
         if not sigma_vox >= 0.0:
             raise ValueError(f"sigma_vox is a Gaussian standard deviation in voxels and must be >= 0, got {sigma_vox}")
+        if not 0.0 < highpass_cutoff <= 0.5:
+            raise ValueError(f"highpass_cutoff is a frequency in cycles per voxel and must lie in (0, 0.5], "
+                             f"got {highpass_cutoff}")
         self.weight = weight
         self.sigma_vox = sigma_vox
+        self.highpass_weight = highpass_weight
+        self.highpass_cutoff = highpass_cutoff
 
     def __call__(self, img: NdarrayOrTensor, source: NdarrayOrTensor) -> NdarrayOrTensor:
         """``img`` and ``source`` of one shape ``(C, spatial...)``; returns ``img``'s type and metadata."""
@@ -224,18 +241,45 @@ class BlendWithSource(Transform):
         if tuple(source.shape) != tuple(tensor.shape):
             raise ValueError(f"cannot blend: the output has shape {tuple(tensor.shape)} and the source "
                              f"{tuple(source.shape)}; blend before any transform that changes the grid")
-        if self.weight == 0.0:
+        if self.weight == 0.0 and self.highpass_weight == 0.0:
             return tensor
         values = source.as_tensor() if isinstance(source, MetaTensor) else convert_to_tensor(source)
         values = values.to(device=tensor.device, dtype=tensor.dtype)
-        if self.sigma_vox == 0.0:
+        plain = tensor.as_tensor() if isinstance(tensor, MetaTensor) else tensor
+        if self.highpass_weight == 0.0 and self.sigma_vox == 0.0:
             out = torch.lerp(tensor, values, self.weight)
         else:
-            plain = tensor.as_tensor() if isinstance(tensor, MetaTensor) else tensor
-            restored = gaussian_lowpass(values - plain, self.sigma_vox)  # the difference is freed on return
-            out = tensor + restored.mul_(self.weight)
-        record_meta(out, type(self).__name__, {"weight": self.weight, "sigma_vox": self.sigma_vox})
+            difference = values - plain
+            restored = torch.zeros_like(plain)
+            if self.weight > 0.0:
+                low = difference if self.sigma_vox == 0.0 else gaussian_lowpass(difference, self.sigma_vox)
+                restored.add_(low, alpha=self.weight)
+                del low
+            if self.highpass_weight > 0.0:
+                restored.add_(inplane_highpass(difference, self.highpass_cutoff), alpha=self.highpass_weight)
+            del difference
+            out = tensor + restored
+        record_meta(out, type(self).__name__, {"weight": self.weight, "sigma_vox": self.sigma_vox,
+                                               "highpass_weight": self.highpass_weight,
+                                               "highpass_cutoff": self.highpass_cutoff})
         return out
+
+
+def inplane_highpass(values: torch.Tensor, cutoff: float, order: int = 4) -> torch.Tensor:
+    """``values`` ``(C, X, Y, ...)`` high-passed in the ``(X, Y)`` plane: response ``1 - exp(-(f / cutoff)^order)``.
+
+    ``f`` is the radial in-plane frequency in cycles per voxel; the filter is applied through a real FFT
+    over the two in-plane axes (each slice periodic), so it is exact and costs two FFTs of the volume.
+    """
+    size_x, size_y = values.shape[1], values.shape[2]
+    fx = torch.fft.fftfreq(size_x, device=values.device, dtype=torch.float64)
+    fy = torch.fft.rfftfreq(size_y, device=values.device, dtype=torch.float64)
+    radial = torch.sqrt(fx[:, None] ** 2 + fy[None, :] ** 2)
+    response = (1.0 - torch.exp(-((radial / cutoff) ** order))).to(values.dtype)
+    response = response.reshape(1, size_x, fy.numel(), *([1] * (values.ndim - 3)))
+    spectrum = torch.fft.rfft2(values, dim=(1, 2))
+    spectrum.mul_(response)
+    return torch.fft.irfft2(spectrum, s=(size_x, size_y), dim=(1, 2))
 
 
 def gaussian_lowpass(values: torch.Tensor, sigma_vox: float, truncated: float = 4.0) -> torch.Tensor:

@@ -79,15 +79,16 @@ class NormalizeMRPercentiled(MapTransform):
 
 class BlendWithSourced(MapTransform):
     """Dictionary :class:`BlendWithSource`: ``keys`` (e.g. ``pred``) get back part of what separates them from
-    ``source_key`` (e.g. ``image``), low-passed by ``sigma_vox``."""
+    ``source_key`` (e.g. ``image``), by frequency band."""
 
     backend = BlendWithSource.backend
 
     def __init__(self, keys: KeysCollection, source_key: str, weight: float = 0.0, sigma_vox: float = 0.0,
-                 allow_missing_keys: bool = False) -> None:
+                 highpass_weight: float = 0.0, highpass_cutoff: float = 0.25, allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
         self.source_key = source_key
-        self.blender = BlendWithSource(weight=weight, sigma_vox=sigma_vox)
+        self.blender = BlendWithSource(weight=weight, sigma_vox=sigma_vox, highpass_weight=highpass_weight,
+                                       highpass_cutoff=highpass_cutoff)
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)
