@@ -68,7 +68,7 @@ def table(rows: List[Dict[str, float]]) -> str:
              "|" + "---|" * (8 + len(LESION_COLUMNS))]
     for r in rows:
         lesions = " | ".join(f"{r[f'retained_{d:g}mm_{c:g}hu']:.2f}" for d, c in LESION_COLUMNS)
-        setting = f"{r['restore_fraction']:g}, {r['restore_sigma_vox']:g}, {r.get('texture_fraction', 0.0):g}"
+        setting = f"{r['restore_fraction']:g}, {r['restore_sigma_vox']:g}, {r['texture_fraction']:g}"
         lines.append(f"| {setting} | {r['psnr_db']:.2f} | {r['gain_over_input_db']:+.2f} | {r['ssim']:.4f} | "
                      f"{r['noise_sd_hu']:.1f} | {r['noise_nps_peak_per_mm']:.3f} / {r['noise_nps_mean_per_mm']:.3f} | "
                      f"{lesions} | {100 * r['spurious_fraction']:.1f} % | "

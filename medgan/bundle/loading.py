@@ -174,6 +174,14 @@ class OpenBundle:
         return self.accepts.get("task")
 
 
+def _literal_setting(value: Any) -> bool:
+    """A config value a user may override: a literal, not an expression, a reference or a component."""
+    if isinstance(value, list):
+        return all(isinstance(v, (int, float)) for v in value)
+    return value is None or (isinstance(value, (int, float, str))
+                             and not (isinstance(value, str) and value.startswith(("$", "@", "%"))))
+
+
 def open_bundle(bundle: PathLike, device: str = "auto", allow_untrusted: bool = False,
                 overrides: Optional[Mapping[str, Any]] = None) -> OpenBundle:
     """Find, trust-check and parse a bundle's inference config.
@@ -202,13 +210,7 @@ def open_bundle(bundle: PathLike, device: str = "auto", allow_untrusted: bool = 
     parser = ConfigParser()
     parser.read_config(str(config_file))
     overrides = dict(overrides or {})
-    def plain(value: Any) -> bool:  # a literal setting, not an expression, a reference or a component
-        if isinstance(value, list):
-            return all(isinstance(v, (int, float)) for v in value)
-        return value is None or (isinstance(value, (int, float, str))
-                                 and not (isinstance(value, str) and value.startswith(("$", "@", "%"))))
-
-    tunable = sorted(key for key, value in parser.get().items() if plain(value) and key not in CONFIG_IDS
+    tunable = sorted(key for key, value in parser.get().items() if _literal_setting(value) and key not in CONFIG_IDS
                      and key not in ("bundle_root", "device_name", "input_files", "output_dir"))
     unknown = sorted(key for key in overrides if key not in parser or key in CONFIG_IDS)
     if unknown:
